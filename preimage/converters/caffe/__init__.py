@@ -1,0 +1,1 @@
+"""Caffe prototxt + caffemodel -> ONNX, layer by layer with Caffe's exact semantics."""

@@ -1,0 +1,1 @@
+"""ONNX -> differentiable PyTorch modules (onnx2torch plus preimage's operator extensions)."""

@@ -1,0 +1,1 @@
+"""Learned decoders: architectures, feature datasets, training, apply and experiments."""

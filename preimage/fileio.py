@@ -1,0 +1,37 @@
+"""Writing outputs safely: never leave a half-written file behind."""
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=None):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Use it for anything a user will read (ONNX models, checkpoints, images, reports)::
+
+        with atomic_path(out) as tmp:
+            onnx.save(model, tmp)
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix or ".part", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path, data):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def write_text_atomic(path, text):
+    write_bytes_atomic(path, text.encode("utf-8"))

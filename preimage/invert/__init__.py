@@ -1,0 +1,1 @@
+"""Inversion by optimization: objectives, regularizers, transforms, optimizers, presets, the run loop."""

@@ -1,0 +1,1 @@
+"""Known architectures, preprocessing, and bundled sample images."""

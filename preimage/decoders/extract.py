@@ -1,0 +1,203 @@
+"""Run an encoder over an image folder and write a feature store (see :mod:`.dataset`).
+
+Resumable: each shard (a fixed slice of the sorted image list) is written atomically, its JSON last;
+a second run with the same arguments keeps the finished shards and does the rest. An unreadable or
+corrupt image is reported and skipped.
+"""
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import PreimageError
+from ..fileio import atomic_path, write_text_atomic
+from ..models.preprocess import IMAGE_SUFFIXES, Preprocess, load_image, resize_center_crop
+from .dataset import FORMAT, SPLITS, shard_name
+
+
+def list_images(source):
+    """A folder (searched recursively, sorted) or a text file with one image path per line
+    (relative paths are relative to the list file; blank lines and ``#`` comments ignored)."""
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        out = []
+        for root, dirs, files in os.walk(source):
+            dirs.sort()
+            out += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
+        if not out:
+            raise PreimageError(f"no images found (looked for {', '.join(IMAGE_SUFFIXES)})", path=source)
+        return out
+    if os.path.isfile(source):
+        base = os.path.dirname(os.path.abspath(source))
+        with open(source, encoding="utf-8") as f:
+            lines = [ln.strip() for ln in f]
+        out = [ln if os.path.isabs(ln) else os.path.join(base, ln) for ln in lines if ln and not ln.startswith("#")]
+        if not out:
+            raise PreimageError("the image list is empty", path=source)
+        return out
+    raise PreimageError("no such image folder or list file", path=source)
+
+
+def resolve_encoder(model, layer, device="cpu"):
+    """``model``: a path (.onnx / .prototxt, loaded with the ONNX -> torch converter) or a callable
+    ``x -> {name: tensor}``; returns the callable and its Preprocess (``.preprocess`` or the default)."""
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            from ..converters.onnx_torch.load import load_features
+        except ImportError as e:
+            raise PreimageError(f"loading models needs the ONNX -> PyTorch converter, which is not available ({e})") from None
+        model = load_features(os.fspath(model), [layer], device=device)
+    pre = getattr(model, "preprocess", None) or Preprocess()
+    return model, pre
+
+
+def _load_pixels(path, size):
+    img = resize_center_crop(load_image(path), tuple(size))
+    return np.ascontiguousarray(np.clip(img, 0, 255).round().astype(np.uint8).transpose(2, 0, 1))
+
+
+def _split_rows(n, split, seed):
+    fr = np.asarray(split, dtype=np.float64)
+    if fr.shape != (3,) or (fr < 0).any() or fr.sum() <= 0:
+        raise PreimageError(f"--split needs three non-negative fractions train,val,test; got {list(split)}")
+    fr = fr / fr.sum()
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = int(round(fr[1] * n)), int(round(fr[2] * n))
+    if fr[1] > 0 and n_val == 0 and n >= 3:
+        n_val = 1
+    if fr[2] > 0 and n_test == 0 and n >= 3:
+        n_test = 1
+    n_train = n - n_val - n_test
+    return {"train": np.sort(perm[:n_train]), "val": np.sort(perm[n_train:n_train + n_val]), "test": np.sort(perm[n_train + n_val:])}
+
+
+def extract_features(model, layer, images, output, *, size=None, batch=32, shard_size=1024, split=(0.8, 0.1, 0.1),
+                     seed=0, device="cpu", feature_dtype="float32", workers=4, progress=True):
+    """Extract ``layer``'s features of ``images`` (folder, list file, or list of paths) into the store ``output``.
+
+    Returns the store's index (a dict). ``size`` = (H, W) of the network input (default: the model's
+    ``input_size``). Interrupted runs resume from the finished shards when called again.
+    """
+    enc, pre = resolve_encoder(model, layer, device)
+    size = tuple(size or pre.input_size or ())
+    if len(size) != 2:
+        raise PreimageError("the model does not record its input size: pass --size H W")
+    paths = list(images) if isinstance(images, (list, tuple)) else list_images(images)
+    paths = [os.fspath(p) for p in paths]
+    output = os.fspath(output)
+    os.makedirs(output, exist_ok=True)
+    settings = {"layer": layer, "size": list(size), "shard_size": int(shard_size), "feature_dtype": feature_dtype}
+    sources = os.path.join(output, "sources.txt")
+    header = "# " + json.dumps(settings, sort_keys=True)
+    if os.path.isfile(sources):
+        with open(sources, encoding="utf-8") as f:
+            old = f.read().splitlines()
+        if old[:1] != [header] or old[1:] != paths:
+            raise PreimageError("the folder holds an extraction with other images or settings: use a new output "
+                                "folder (or delete this one) to start over", path=output)
+    else:
+        write_text_atomic(sources, "\n".join([header] + paths) + "\n")
+    if os.path.isfile(os.path.join(output, "index.json")):
+        os.unlink(os.path.join(output, "index.json"))  # rewritten below; a store is complete only with it
+
+    dev = torch.device(device)
+    n_shards = (len(paths) + shard_size - 1) // shard_size
+    done = [i for i in range(n_shards) if os.path.isfile(os.path.join(output, shard_name("shard", i)))]
+    bar = tqdm(total=len(paths), initial=sum(min(shard_size, len(paths) - i * shard_size) for i in done),
+               desc=f"extract {layer}", unit="img", disable=not progress)
+    pool = ThreadPoolExecutor(max(1, workers))
+
+    def load(p):
+        try:
+            return p, _load_pixels(p, size), None
+        except PreimageError as e:
+            return p, None, str(e)
+        except Exception as e:  # a decoder library's own error on a damaged file: report, skip
+            return p, None, f"{p}: unreadable image ({type(e).__name__}: {e})"
+
+    feature_shape = None
+    try:
+        for i in range(n_shards):
+            if i in done:
+                continue
+            chunk = paths[i * shard_size:(i + 1) * shard_size]
+            kept, pixels, skipped, feats = [], [], [], []
+            for s in range(0, len(chunk), batch):
+                good = []
+                for p, px, err in pool.map(load, chunk[s:s + batch]):
+                    if err:
+                        tqdm.write(f"skipping {err}")
+                        skipped.append({"path": p, "error": err})
+                    else:
+                        good.append((p, px))
+                bar.update(len(chunk[s:s + batch]))
+                if not good:
+                    continue
+                px = torch.from_numpy(np.stack([g[1] for g in good])).to(dev)
+                x = _network_input(px, pre)
+                with torch.no_grad():
+                    out = enc(x)
+                if isinstance(out, dict):
+                    if layer not in out:
+                        raise PreimageError(f"the model returned no '{layer}' (has: {', '.join(out)})")
+                    out = out[layer]
+                feats.append(out.detach().float().cpu().numpy().astype(feature_dtype))
+                kept += [g[0] for g in good]
+                pixels.append(np.stack([g[1] for g in good]))
+            if feats:
+                f_arr, i_arr = np.concatenate(feats), np.concatenate(pixels)
+                feature_shape = list(f_arr.shape[1:])
+            else:
+                f_arr, i_arr = np.zeros((0, *(feature_shape or [0])), feature_dtype), np.zeros((0, 3, *size), np.uint8)
+            for kind, arr in (("features", f_arr), ("images", i_arr)):
+                with atomic_path(os.path.join(output, shard_name(kind, i))) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.save(f, arr)
+            meta = {"count": len(kept), "paths": kept, "skipped": skipped, "feature_shape": list(f_arr.shape[1:])}
+            write_text_atomic(os.path.join(output, shard_name("shard", i)), json.dumps(meta))
+    except KeyboardInterrupt:
+        bar.close()
+        tqdm.write(f"interrupted: finished shards are kept in {output}; run the same command again to resume")
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    bar.close()
+    return _write_index(output, model, layer, size, shard_size, feature_dtype, pre, n_shards, split, seed)
+
+
+def _network_input(pixels_u8, pre):
+    from .dataset import TargetTransform
+
+    return TargetTransform(pre, (3, *pixels_u8.shape[-2:])).to(pixels_u8.device)(pixels_u8)
+
+
+def _write_index(output, model, layer, size, shard_size, feature_dtype, pre, n_shards, split, seed):
+    shards, skipped, shapes = [], [], set()
+    for i in range(n_shards):
+        with open(os.path.join(output, shard_name("shard", i))) as f:
+            meta = json.load(f)
+        skipped += meta["skipped"]
+        if meta["count"]:
+            shapes.add(tuple(meta["feature_shape"]))
+        shards.append({"features": shard_name("features", i), "images": shard_name("images", i),
+                       "count": meta["count"], "paths": meta["paths"]})
+    if len(shapes) != 1:
+        raise PreimageError("no image could be read" if not shapes else f"shards disagree on the feature shape: {sorted(shapes)}",
+                            path=output)
+    n = sum(s["count"] for s in shards)
+    rows = _split_rows(n, split, seed)
+    for name in SPLITS:
+        with atomic_path(os.path.join(output, f"split-{name}.npy")) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, rows[name])
+    index = {
+        "format": FORMAT, "model": os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else None,
+        "layer": layer, "feature_shape": list(shapes.pop()), "feature_dtype": feature_dtype,
+        "image_shape": [3, *size], "preprocess": pre.to_metadata(), "shard_size": shard_size, "count": n,
+        "split": {k: int(len(v)) for k, v in rows.items()}, "split_seed": seed, "skipped": skipped, "shards": shards,
+    }
+    write_text_atomic(os.path.join(output, "index.json"), json.dumps(index, indent=1))
+    return index

@@ -1,0 +1,141 @@
+"""ONNX graph helpers: reading a model, naming what can be requested, and pruning to the requested values.
+
+Names follow the Caffe converter's naming contract (docs/contracts.md): every node output value is
+requestable by its value name (a Caffe layer's output is named after the layer, ``<layer>/<top>`` for
+several tops), graph inputs by their names, and Caffe blobs by blob name through the ``preimage.blobs``
+metadata (a blob's final value, after in-place layers). Models not made by preimage simply have no blob
+names.
+"""
+import json
+import os
+
+import onnx
+from onnx import helper
+
+from ...errors import FormatError, PreimageError
+
+OUTPUT_PREFIX = "preimage_out_"
+
+
+def read_model(model):
+    """ModelProto, or an .onnx path (clear errors for a missing or damaged file)."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise PreimageError("no such model file", path=path)
+    try:
+        return onnx.load(path)
+    except Exception as e:  # protobuf's DecodeError says nothing about the file; name it
+        raise FormatError(f"not a readable ONNX model ({type(e).__name__}: {e})", path=path) from None
+
+
+def metadata(model, key, default=None):
+    for p in model.metadata_props:
+        if p.key == key:
+            try:
+                return json.loads(p.value)
+            except ValueError:
+                raise FormatError(f"metadata entry {key!r} is not valid JSON") from None
+    return default
+
+
+def initializer_names(model):
+    return {t.name for t in model.graph.initializer}
+
+
+def graph_inputs(model):
+    """Real inputs (not initializers listed as inputs), in graph order."""
+    inits = initializer_names(model)
+    return [i.name for i in model.graph.input if i.name not in inits]
+
+
+def value_names(model):
+    """Every value a forward pass produces, graph inputs first, then node outputs in graph order."""
+    names = list(graph_inputs(model))
+    for node in model.graph.node:
+        names.extend(o for o in node.output if o)
+    return names
+
+
+def blob_map(model):
+    """``{blob: value name}`` from the ``preimage.blobs`` metadata (empty for foreign models)."""
+    blobs = metadata(model, "preimage.blobs", {}) or {}
+    return {str(k): str(v) for k, v in blobs.items()}
+
+
+def resolve(model, names, keys="auto", what="model"):
+    """Map requested names to value names.
+
+    ``keys``: ``"layers"`` (value names only), ``"blobs"`` (blob names, falling back to value names for
+    models without blob metadata), ``"auto"`` (value names first, then blob names). Returns
+    ``(found: {name: value}, missing: [name])``.
+    """
+    values = set(value_names(model))
+    blobs = blob_map(model)
+    found, missing = {}, []
+    for name in names:
+        if keys == "blobs" and blobs:
+            value = blobs.get(name)
+            if value is None and name in graph_inputs(model):
+                value = name
+        elif keys == "layers" or not blobs:
+            value = name if name in values else None
+        else:
+            value = name if name in values else blobs.get(name)
+        if value is not None and value in values:
+            found[name] = value
+        else:
+            missing.append(name)
+    return found, missing
+
+
+def describe_available(model, keys="auto", limit=60):
+    """A short text listing names one may request (for error messages)."""
+    blobs = blob_map(model)
+    if keys == "blobs" and blobs:
+        names = list(blobs)
+    elif keys == "layers" or not blobs:
+        names = value_names(model)
+    else:
+        names = value_names(model) + [b for b in blobs if b not in set(value_names(model))]
+    shown = ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+    return shown
+
+
+def prune(model, values):
+    """A copy of ``model`` computing only ``values`` (node output names), each exposed as a graph output.
+
+    Every requested value gets its own Identity node ``preimage_out_<i>`` as graph output, so that
+    multi-output nodes and values requested twice need no special handling downstream. Nodes,
+    initializers and inputs the outputs do not depend on are dropped.
+    """
+    producers = {}
+    for i, node in enumerate(model.graph.node):
+        for o in node.output:
+            producers[o] = i
+    keep, stack = set(), [v for v in values if v in producers]
+    while stack:
+        i = producers[stack.pop()]
+        if i in keep:
+            continue
+        keep.add(i)
+        node = model.graph.node[i]
+        stack.extend(v for v in node.input if v in producers)
+        for attr in node.attribute:  # subgraphs (If/Loop) read outer values too
+            for g in list(attr.g and [attr.g] or []) + list(attr.graphs):
+                stack.extend(v for n in g.node for v in n.input if v in producers)
+    nodes = [model.graph.node[i] for i in sorted(keep)]
+    used = {v for n in nodes for v in n.input} | set(values)
+    outs = [helper.make_node("Identity", [v], [f"{OUTPUT_PREFIX}{k}"], name=f"{OUTPUT_PREFIX}{k}")
+            for k, v in enumerate(values)]
+    graph = helper.make_graph(
+        nodes + outs, model.graph.name or "pruned",
+        [i for i in model.graph.input if i.name in used and i.name not in initializer_names(model)],
+        [helper.make_tensor_value_info(o.output[0], onnx.TensorProto.FLOAT, None) for o in outs],
+        initializer=[t for t in model.graph.initializer if t.name in used],
+        value_info=[v for v in model.graph.value_info if v.name in used],
+    )
+    pruned = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="preimage")
+    pruned.ir_version = model.ir_version
+    return pruned

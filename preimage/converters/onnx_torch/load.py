@@ -1,0 +1,219 @@
+"""``load_features``: a converted ONNX model as a frozen, differentiable PyTorch feature extractor.
+
+    >>> import preimage
+    >>> net = preimage.load_features("alexnet.onnx", outputs=["conv3", "fc8"], device="cuda")
+    >>> x = net.preprocess.load(["cat.jpg"]).to("cuda").requires_grad_()
+    >>> feats = net(x)                     # {"conv3": tensor, "fc8": tensor}
+    >>> feats["fc8"][0, 281].backward()    # gradient w.r.t. the image only; weights are frozen
+
+The ONNX graph is pruned to what the requested outputs need before onnx2torch converts it, so asking
+for ``conv3`` never runs the classifier. preimage's operator extensions (``ops.py``) are installed in
+onnx2torch's registry first.
+"""
+import os
+
+import torch
+from torch import nn
+
+from ...errors import PreimageError, UnsupportedError
+from . import graph as G
+
+
+def resolve_device(device):
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PreimageError("--device cuda was asked for, but torch sees no CUDA device")
+    return device
+
+
+def _open(model):
+    """(ModelProto, base folder or None, display name) from a path, a prototxt, or a ModelProto."""
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if path.endswith(".prototxt"):
+            weights = os.path.splitext(path)[0] + ".caffemodel"
+            if not os.path.isfile(path):
+                raise PreimageError("no such prototxt", path=path)
+            if not os.path.isfile(weights):
+                raise PreimageError(f"no weights beside the prototxt (expected {os.path.basename(weights)}); "
+                                    "convert it with 'preimage convert caffe' and pass the .onnx", path=path)
+            from ..caffe.convert import convert_caffe
+
+            return convert_caffe(path, weights), os.path.dirname(os.path.abspath(path)), path
+        return G.read_model(path), os.path.dirname(os.path.abspath(path)), path
+    if not hasattr(model, "graph"):
+        raise PreimageError(f"expected an .onnx path, a .prototxt path or an onnx.ModelProto, got {type(model).__name__}")
+    return model, None, model.graph.name or "model"
+
+
+def _check_supported(model, where):
+    from onnx2torch.node_converters import get_converter
+
+    opsets = {o.domain: o.version for o in model.opset_import}
+    for node in model.graph.node:
+        try:
+            get_converter(node.op_type, opsets.get(node.domain, opsets.get("", 1)), node.domain)
+        except NotImplementedError:
+            raise UnsupportedError(f"operator {node.op_type} (node {node.name or node.output[0]!r}) has no PyTorch "
+                                   "converter in onnx2torch or preimage", path=where) from None
+
+
+def _convert(pruned, where):
+    import onnx2torch
+
+    from . import ops  # noqa: F401  (installs preimage's converters in onnx2torch's registry)
+
+    _check_supported(pruned, where)
+    try:
+        return onnx2torch.convert(pruned)
+    except NotImplementedError as e:
+        raise UnsupportedError(f"onnx2torch cannot convert this graph: {e}", path=where) from None
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen, eval-mode module: ``forward(*inputs) -> {name: tensor}`` in the order of ``outputs``.
+
+    Inputs are the graph inputs the requested outputs depend on (``input_names``), positionally or by
+    name. Gradients flow to the inputs only: every parameter and buffer is frozen.
+    """
+
+    def __init__(self, module, onnx_model, outputs, values, needed_inputs, base_dir=None):
+        super().__init__()
+        self.module = module
+        self.onnx_model = onnx_model
+        self.outputs = list(outputs)
+        self._values = dict(values)  # name -> value name
+        self._unique = list(dict.fromkeys(v for v in self._values.values() if v not in needed_inputs))
+        self.input_names = list(needed_inputs)
+        shapes = G.metadata(onnx_model, "preimage.inputs", {}) or {}
+        self.input_shapes = {n: _declared_shape(onnx_model, n, shapes) for n in self.input_names}
+        self.all_input_names = G.graph_inputs(onnx_model)
+        self._base_dir = base_dir
+        self._preprocess = None
+        self._receptive_fields = None
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode=True):
+        """Always stays in eval mode (Dropout and BatchNorm behave as in Caffe's TEST phase)."""
+        return super().train(False)
+
+    @property
+    def preprocess(self):
+        if self._preprocess is None:
+            from ...models.preprocess import Preprocess
+
+            self._preprocess = Preprocess.from_onnx(self.onnx_model)
+            self._preprocess.base_dir = self._base_dir
+        return self._preprocess
+
+    @property
+    def receptive_fields(self):
+        if self._receptive_fields is None:
+            try:
+                from ..geometry import receptive_fields
+            except ImportError:
+                self._receptive_fields = {}
+            else:
+                self._receptive_fields = receptive_fields(self.onnx_model)
+        return self._receptive_fields
+
+    @property
+    def device(self):
+        for t in list(self.parameters()) + list(self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    def _inputs(self, args, kwargs):
+        if kwargs:
+            unknown = set(kwargs) - set(self.all_input_names)
+            if unknown:
+                raise PreimageError(f"unknown input(s) {sorted(unknown)}; the model's inputs are {self.all_input_names}")
+            args = tuple(kwargs[n] for n in self.input_names if n in kwargs)
+            missing = [n for n in self.input_names if n not in kwargs]
+        else:
+            if len(args) == len(self.all_input_names) and len(args) != len(self.input_names):
+                args = tuple(a for a, n in zip(args, self.all_input_names) if n in self.input_names)
+            missing = self.input_names[len(args):]
+        if missing or len(args) > len(self.input_names):
+            raise PreimageError(f"expected {len(self.input_names)} input(s) {self.input_names}, got {len(args)}")
+        return dict(zip(self.input_names, args))
+
+    def forward(self, *args, **kwargs):
+        inputs = self._inputs(args, kwargs)
+        result = {}
+        if self._unique:
+            out = self.module(*[inputs[n] for n in self.input_names])
+            if not isinstance(out, (tuple, list)):
+                out = (out,)
+            result = dict(zip(self._unique, out))
+        result.update(inputs)
+        return {name: result[self._values[name]] for name in self.outputs}
+
+    def extra_repr(self):
+        return f"outputs={self.outputs}, inputs={self.input_names}"
+
+
+def _declared_shape(model, name, meta_shapes):
+    if name in meta_shapes:
+        return list(meta_shapes[name])
+    for i in model.graph.input:
+        if i.name == name:
+            return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                    for d in i.type.tensor_type.shape.dim]
+    return None
+
+
+def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None):
+    """Load ``model`` (.onnx path, ModelProto, or .prototxt with its .caffemodel beside it) for ``outputs``.
+
+    ``outputs``: layer value names, blob names (via ``preimage.blobs``; with ``keys="auto"`` value names
+    win where both exist) or graph input names; a single string is accepted; default: the graph's
+    outputs. ``keys``: ``"auto"``, ``"layers"`` or ``"blobs"`` to force one reading of the names.
+    ``device``: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch.device. ``dtype``: e.g. ``torch.float64``.
+    A name the model does not have raises :class:`PreimageError` listing the available names.
+    """
+    onnx_model, base_dir, where = _open(model)
+    if outputs is None:
+        outputs = [o.name for o in onnx_model.graph.output]
+    elif isinstance(outputs, str):
+        outputs = [outputs]
+    outputs = list(dict.fromkeys(outputs))
+    if not outputs:
+        raise PreimageError("no outputs requested", path=where)
+    found, missing = G.resolve(onnx_model, outputs, keys)
+    if missing:
+        raise PreimageError(f"no layer or blob named {', '.join(map(repr, missing))}; available: "
+                            f"{G.describe_available(onnx_model, keys)}", path=where)
+    inputs = set(G.graph_inputs(onnx_model))
+    node_values = list(dict.fromkeys(v for v in found.values() if v not in inputs))
+    pruned = G.prune(onnx_model, node_values)
+    needed = [i.name for i in pruned.graph.input]
+    needed += [v for v in dict.fromkeys(found.values()) if v in inputs and v not in needed]
+    needed = [n for n in G.graph_inputs(onnx_model) if n in needed]  # model order
+    module = _convert(pruned, where) if node_values else nn.Module()
+    if node_values:
+        # onnx2torch's placeholders follow the pruned graph's input order; keep the model's order instead
+        order = [i.name for i in pruned.graph.input]
+        if order != [n for n in needed if n in order] or len(order) != len(needed):
+            module = _Reorder(module, order, needed)
+    fx = FeatureExtractor(module, onnx_model, outputs, found, needed, base_dir)
+    fx = fx.to(device=resolve_device(device))
+    if dtype is not None:
+        fx = fx.to(dtype=dtype)
+    return fx
+
+
+class _Reorder(nn.Module):
+    """Calls a converted graph whose inputs are a subset / permutation of the extractor's inputs."""
+
+    def __init__(self, module, order, names):
+        super().__init__()
+        self.module = module
+        self.index = [names.index(n) for n in order]
+
+    def forward(self, *args):
+        return self.module(*[args[i] for i in self.index])

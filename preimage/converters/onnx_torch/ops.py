@@ -1,0 +1,2 @@
+"""Install every preimage extension of onnx2torch's converter registry (import for the side effect)."""
+from . import conv_transpose, lrn, pooling  # noqa: F401

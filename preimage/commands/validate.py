@@ -1,0 +1,50 @@
+"""``preimage validate``: thin click layer over :func:`preimage.converters.validate.validate`."""
+import click
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False),
+              help="Converted .onnx (or a .prototxt with its .caffemodel beside it, converted on the fly).")
+@click.option("--reference", "-r", required=True, type=click.Path(),
+              help="Reference activations: .npz, .npy, or a folder of .npy files (pycaffe dump).")
+@click.option("--input", "-i", "input_", type=click.Path(dir_okay=False), default=None,
+              help="Network input: .npy / .npz (by input name) or an image file, preprocessed with the model's "
+                   "metadata. Default: the input blob(s) in the reference, else inputs.npz / input.npy beside it.")
+@click.option("--grads", "-g", type=click.Path(dir_okay=False), default=None,
+              help="Gradient reference (.npz with R/<blob> and dx/<blob>, or dx/<input>/<blob>) to check input "
+                   "gradients through the torch module.")
+@click.option("--keys", type=click.Choice(["blobs", "layers"]), default="blobs", show_default=True,
+              help="What the reference's names are: Caffe blobs (net.blobs, after in-place layers) or layer outputs.")
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "both"]), default="torch", show_default=True)
+@click.option("--rtol", type=float, default=1e-5, show_default=True,
+              help="A tensor passes when max|out - ref| <= rtol * max|ref|.")
+@click.option("--grad-rtol", type=float, default=1e-4, show_default=True, help="The same for gradients.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the report (every row, the summary) as JSON to this file.")
+def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, device, json_out):
+    """Compare a converted model with reference activations and input gradients.
+
+    Prints one row per tensor (name, shape, max |ref|, max abs error, relative error, pass/FAIL) and a
+    summary line. Exits with status 1 when any tensor fails, a shape differs (both shapes are shown)
+    or a reference name matches nothing in the model (the names are listed); 0 when all pass.
+
+    \b
+    Examples:
+      preimage validate --model alexnet.onnx --reference blobs.npz
+      preimage validate -m alexnet.onnx -r layers.npz --keys layers --backend both
+      preimage validate -m alexnet.onnx -r blobs.npz --grads grads.npz --json report.json
+      preimage validate -m net.prototxt -r dump/ --input cat.jpg      # folder of .npy, image input
+    """
+    from ..converters.validate import validate as run, write_json
+
+    report = run(model, reference, input=input_, grads=grads, keys=keys, backend=backend, rtol=rtol,
+                 grad_rtol=grad_rtol, device=device)
+    click.echo(report.table())
+    for name in report.unmatched:
+        click.echo(f"unmatched reference name: {name} (no such {'blob' if keys == 'blobs' else 'layer'} in the model)")
+    click.echo(report.summary())
+    if json_out:
+        write_json(report, json_out)
+    if not report.ok:
+        raise SystemExit(1)

@@ -1,0 +1,124 @@
+"""``preimage invert``, ``maximize`` and ``caricature``: thin click layers over :mod:`preimage.invert.api`."""
+import click
+
+
+def _common(f):
+    opts = [
+        click.option("--model", "-m", required=True, help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
+        click.option("--layer", "-l", "layers", multiple=True, required=True, help="Layer (or blob) to use; repeat for several."),
+        click.option("--preset", default="mahendran2016", show_default=True, type=click.Choice(["mahendran2016", "posenet2016"]),
+                     help="Published method whose constants to use."),
+        click.option("--seeds", default=1, show_default=True, type=int, help="Random starts per image (different pre-images)."),
+        click.option("--iters", type=int, help="Iterations with jitter (preset: 300); then --set fine_iters=N at 0.1x rate."),
+        click.option("--C", "C", type=float, help="Loss weight C (default: per layer, as in the paper)."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override any preset parameter, e.g. --set B=100 --set eta0=200 --set jitter=false "
+                          "--set weight.tv=0.5 --set fine_iters=0 (see docs/invert.md for the list)."),
+        click.option("--batch-size", type=int, help="Samples optimised together (default: all in one batch)."),
+        click.option("--size", nargs=2, type=int, metavar="H W", help="Input size when the model does not declare one."),
+        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto."),
+        click.option("--out", "-o", "out", type=click.Path(file_okay=False), help="Output folder."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _overrides(sets, C):
+    out = {}
+    for s in sets:
+        if "=" not in s:
+            from ..errors import PreimageError
+            raise PreimageError(f"expected KEY=VALUE, got {s!r}", where="--set")
+        k, v = s.split("=", 1)
+        out[k.strip()] = v.strip()
+    if C is not None:
+        out["C"] = C
+    return out
+
+
+def _finish(run, out, default_out):
+    out = out or default_out
+    index = run.write(out)
+    for layer, s in __import__("preimage.invert.report", fromlist=["summary"]).summary(run).items():
+        err = s["mean_normalized_error"]
+        if err is not None:
+            click.echo(f"{layer}: mean normalised error {err:.4f} over {s['count']} result(s)")
+    if run.interrupted:
+        click.echo("Interrupted: wrote the results so far.")
+    click.echo(f"Report: {index}")
+
+
+@click.command()
+@_common
+@click.option("--mask", "masks", multiple=True,
+              help="Reconstruct only part of the feature: window:5 (centred 5x5), box:Y,X,H,W, channels:0-47, "
+                   "group:1/2, or a .npy 0/1 array; repeat to combine.")
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
+def invert(model, layers, preset, seeds, iters, C, sets, batch_size, size, device, out, quiet, masks, images):
+    """Reconstruct IMAGES from a layer's features (natural pre-images, Mahendran & Vedaldi 2016).
+
+    Without IMAGES, the bundled sample photographs are used. All images x seeds x layers are optimised
+    in one batch. Writes PNGs, grid.png, metrics.json and index.html to -o DIR (default invert-<model>).
+    Ctrl-C stops early and still writes the results so far.
+
+    \b
+    Examples:
+      preimage invert --model alexnet.onnx --layer conv3 --layer fc8 cat.jpg
+      preimage invert -m posenet.onnx -l fc5 --preset posenet2016 --seeds 4 street.png
+      preimage invert -m alexnet.onnx -l conv5 --mask window:5 --iters 100 --device cuda
+      preimage invert -m alexnet.onnx -l relu5 --set B=100 --set fine_iters=0 -o out/
+    """
+    from ..invert import api
+
+    run = api.invert(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,
+                     masks=list(masks), device=device, overrides=_overrides(sets, C), batch_size=batch_size,
+                     size=size, progress=not quiet)
+    _finish(run, out, f"invert-{run.model.name}")
+
+
+@click.command()
+@_common
+@click.option("--unit", "-u", "units", multiple=True, type=int, required=True,
+              help="Channel (conv layers: at the centre location) or component to maximise; repeat for several.")
+@click.option("--images", "images", multiple=True, type=click.Path(dir_okay=False),
+              help="Natural images giving the unit's typical maximum M (default: bundled samples).")
+def maximize(model, layers, preset, seeds, iters, C, sets, batch_size, size, device, out, quiet, units, images):
+    """Synthesize images that excite a unit (activation maximization, Mahendran & Vedaldi 2016).
+
+    Loss -<Phi(x), e_unit> / (M rho^2), M the unit's largest value on natural images, rho the layer's
+    receptive-field size; C = 1; the same priors and schedule as inversion.
+
+    \b
+    Examples:
+      preimage maximize --model alexnet.onnx --layer fc8 --unit 281 --seeds 3
+      preimage maximize -m alexnet.onnx -l conv5 -u 0 -u 1 -u 2 --device cuda
+    """
+    from ..invert import api
+
+    run = api.maximize(model, list(layers), list(units), list(images) or None, preset=preset, seeds=seeds,
+                       iters=iters, device=device, overrides=_overrides(sets, C), batch_size=batch_size,
+                       size=size, progress=not quiet)
+    _finish(run, out, f"maximize-{run.model.name}")
+
+
+@click.command()
+@_common
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
+def caricature(model, layers, preset, seeds, iters, C, sets, batch_size, size, device, out, quiet, images):
+    """Exaggerate what a layer sees in IMAGES (caricatures, Mahendran & Vedaldi 2016).
+
+    Phi0 = max(0, Phi(x0)); loss -<Phi(x), Phi0> / ||Phi0||; starts from the image itself.
+
+    \b
+    Examples:
+      preimage caricature --model alexnet.onnx --layer conv4 cat.jpg
+      preimage caricature -m vggm.onnx -l relu5 -l fc8 --iters 200 photo.jpg
+    """
+    from ..invert import api
+
+    run = api.caricature(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,
+                         device=device, overrides=_overrides(sets, C), batch_size=batch_size, size=size,
+                         progress=not quiet)
+    _finish(run, out, f"caricature-{run.model.name}")

@@ -159,6 +159,14 @@ class _Reader:
         self.stream.fail(message, pos)
 
     def read(self):
+        value = self._read_root()
+        s = self.stream
+        if s.remaining and (s.binary or bytes(s.data[s.pos:]).strip()):
+            # torch.save writes exactly one object; leftovers mean a misread (often a wrong long size)
+            self.fail(f"{s.remaining} bytes left after the object (damaged file, or wrong long size?)")
+        return value
+
+    def _read_root(self):
         first = self.begin()
         if not _is_pending(first):
             return first

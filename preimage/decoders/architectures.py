@@ -138,6 +138,10 @@ def alexnet_fc8(feature_shape, image_shape, encoder=None, width=1.0, **kw):
 
 # ---------------------------------------------------------------- mirror decoder (PoseNet study)
 
+def _is_converted_pool(m):
+    return all(hasattr(m, a) for a in ("kernel", "strides", "pads_begin")) and isinstance(m, nn.Module)
+
+
 def encoder_geometry(encoder, image_shape, device="cpu"):
     """The encoder's spatial stages in forward order, found by running it once with forward hooks.
 
@@ -156,13 +160,20 @@ def encoder_geometry(encoder, image_shape, device="cpu"):
         if isinstance(mod, nn.Linear):
             stages.append(dict(kind="fc", in_shape=tuple(x.shape[1:]), out_shape=tuple(out.shape[1:])))
             return
-        kind = "conv" if isinstance(mod, nn.Conv2d) else "pool"
-        pad = mod.padding if not isinstance(mod.padding, str) else 0
+        if x.dim() != 4 or out.dim() != 4:
+            return
+        if _is_converted_pool(mod):  # the ONNX -> torch converter's pooling (ONNX attribute names)
+            k, st, pad = mod.kernel, mod.strides, mod.pads_begin
+            kind = "pool"
+        else:
+            kind = "conv" if isinstance(mod, nn.Conv2d) else "pool"
+            k, st = mod.kernel_size, mod.stride or mod.kernel_size
+            pad = mod.padding if not isinstance(mod.padding, str) else 0
         stages.append(dict(kind=kind, in_shape=tuple(x.shape[1:]), out_shape=tuple(out.shape[1:]),
-                           kernel=pair(mod.kernel_size), stride=pair(mod.stride or mod.kernel_size), padding=pair(pad)))
+                           kernel=pair(k), stride=pair(st), padding=pair(pad)))
 
     for m in encoder.modules():
-        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.Linear)) or _is_converted_pool(m):
             handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():

@@ -5,6 +5,7 @@ a second run with the same arguments keeps the finished shards and does the rest
 corrupt image is reported and skipped.
 """
 import json
+import sys
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -129,7 +130,7 @@ def extract_features(model, layer, images, output, *, size=None, batch=32, shard
                 good = []
                 for p, px, err in pool.map(load, chunk[s:s + batch]):
                     if err:
-                        tqdm.write(f"skipping {err}")
+                        tqdm.write(f"skipping {err}", file=sys.stderr)
                         skipped.append({"path": p, "error": err})
                     else:
                         good.append((p, px))
@@ -193,10 +194,13 @@ def _write_index(output, model, layer, size, shard_size, feature_dtype, pre, n_s
         with atomic_path(os.path.join(output, f"split-{name}.npy")) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, rows[name])
+    pre_meta = pre.to_metadata()
+    if pre_meta.get("mean_file") and pre.base_dir and not os.path.isabs(pre_meta["mean_file"]):
+        pre_meta["mean_file"] = os.path.join(pre.base_dir, pre_meta["mean_file"])  # the store must not depend on the cwd
     index = {
         "format": FORMAT, "model": os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else None,
         "layer": layer, "feature_shape": list(shapes.pop()), "feature_dtype": feature_dtype,
-        "image_shape": [3, *size], "preprocess": pre.to_metadata(), "shard_size": shard_size, "count": n,
+        "image_shape": [3, *size], "preprocess": pre_meta, "shard_size": shard_size, "count": n,
         "split": {k: int(len(v)) for k, v in rows.items()}, "split_seed": seed, "skipped": skipped, "shards": shards,
     }
     write_text_atomic(os.path.join(output, "index.json"), json.dumps(index, indent=1))

@@ -146,7 +146,11 @@ class _Interrupt:
 
 
 def _rng_state(device):
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # plain tensors / ints / tuples only, so checkpoints load with torch.load(weights_only=True)
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    st = {"torch": torch.get_rng_state(), "python": random.getstate(),
+          "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                    "cached": float(cached)}}
     if device.type == "cuda":
         st["cuda"] = torch.cuda.get_rng_state(device)
     return st
@@ -154,7 +158,8 @@ def _rng_state(device):
 
 def _set_rng_state(st, device):
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
+    n = st["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     random.setstate(st["python"])
     if device.type == "cuda" and "cuda" in st:
         torch.cuda.set_rng_state(st["cuda"], device)
@@ -384,7 +389,7 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
                 loss_sum += loss
                 n_in_window += 1
                 bar.update(1)
-                do_val = it % cfg.val_every == 0 or it == cfg.iters
+                do_val = (it % cfg.val_every == 0 or it == cfg.iters) and len(val_rows) > 0
                 if it % cfg.log_every == 0 or it == cfg.iters or do_val:
                     train_loss = (_all_mean(loss_sum, world) / n_in_window).item()
                     loss_sum.zero_()
@@ -442,7 +447,7 @@ def _truncate_metrics(path, upto):
 def load_checkpoint(path):
     path = os.fspath(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch's unpickling errors are long; say what was expected
         raise PreimageError(f"not a readable decoder checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})", path=path) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:

@@ -58,3 +58,9 @@ def image_dir(tmp_path):
     for i in range(20):
         save_image(d / f"img{i:02d}.png", procedural_image(rng))
     return d
+
+
+@pytest.fixture
+def make_image():
+    """procedural_image(rng, size=32) for tests that need their own image sets."""
+    return procedural_image

@@ -105,7 +105,8 @@ def read_t7(path, *, long_size=None, mode=None, tensors="numpy", use_mmap=True, 
             if use_mmap and size >= _MMAP_MIN_BYTES:
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # writable, private pages
             else:
-                data = f.read()
+                data = bytearray(size)  # writable, so arrays read from it are writable too
+                data = data[:f.readinto(data)]
     except OSError as e:
         raise PreimageError(f"cannot read file: {e.strerror or e}", path=path) from None
     if mode is None:

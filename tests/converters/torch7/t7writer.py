@@ -86,6 +86,7 @@ class Writer:
         self.ascii, self.long_size = ascii, long_size
         self.out = bytearray()
         self.index = {}
+        self.keep = []  # memoised objects stay alive, so their ids are never reused by temporaries
 
     # -- primitive groups
     def ints(self, values, fmt="i"):
@@ -137,6 +138,7 @@ class Writer:
             self.ints([self.index[key]])
             return True
         self.index[key] = len(self.index) + 1
+        self.keep.append(obj)
         self.ints([self.index[key]])
         return False
 

@@ -1,1 +1,2 @@
-"""Caffe prototxt + caffemodel -> ONNX, layer by layer with Caffe's exact semantics."""
+"""Caffe -> ONNX conversion (see docs/caffe.md)."""
+from .convert import convert_caffe  # noqa: F401

@@ -1,0 +1,63 @@
+"""``preimage convert caffe``: a thin click layer over :func:`preimage.converters.caffe.convert_caffe`."""
+import os
+
+import click
+
+
+@click.command("caffe", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("prototxt", type=click.Path(dir_okay=False))
+@click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
+              help="The .caffemodel (default: the one of the same name beside the prototxt).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the ONNX model (default: NET.onnx beside the prototxt).")
+@click.option("--opset", type=int, default=None, show_default=False,
+              help="ONNX opset, 13..17 (default 13).")
+@click.option("--random-weights", is_flag=True,
+              help="No caffemodel: seeded He-normal weights, for structure-only work.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-weights.")
+def convert_caffe(prototxt, weights, output, opset, random_weights, seed):
+    """Convert a Caffe net (deploy prototxt + caffemodel) to ONNX that computes what Caffe computed.
+
+    \b
+    Examples:
+      preimage convert caffe alexnet.prototxt                  # uses alexnet.caffemodel -> alexnet.onnx
+      preimage convert caffe net.prototxt --weights snap_iter_10000.caffemodel -o net.onnx
+      preimage convert caffe net.prototxt --random-weights     # structure only, no caffemodel
+
+    \b
+    Every Caffe layer becomes ONNX nodes whose output is named after the layer (<layer>/<top> for
+    several tops); the final value of every blob is listed in the model's metadata 'preimage.blobs'.
+    V1 (2014-era 'layers') files, declared inputs and data layers are read; loss and accuracy
+    layers are dropped. Then try: preimage layers NET.onnx
+    """
+    from ..converters.caffe.convert import convert_caffe_full
+
+    if output is None:
+        output = os.path.splitext(prototxt)[0] + ".onnx"
+    conv = convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed)
+    for note in conv.notices:
+        click.echo(f"warning: {note}", err=True)
+    m = conv.model
+    n_params = sum(_numel(t.dims) for t in m.graph.initializer)
+    import json
+
+    meta = {p.key: p.value for p in m.metadata_props}
+    layers = json.loads(meta.get("preimage.layers", "[]"))
+    ins = ", ".join(f"{i.name} {_dims(i)}" for i in m.graph.input)
+    outs = ", ".join(f"{o.name} {_dims(o)}" for o in m.graph.output)
+    src = "random weights (seed %d)" % seed if random_weights else os.path.basename(conv.weights_path or "")
+    click.echo(f"{os.path.basename(prototxt)} + {src} -> {output}")
+    click.echo(f"  layers: {len(layers)}   ONNX nodes: {len(m.graph.node)}   parameters: {n_params:,}")
+    click.echo(f"  inputs: {ins}")
+    click.echo(f"  outputs: {outs}")
+
+
+def _numel(dims):
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+def _dims(v):
+    return "x".join(d.dim_param or str(d.dim_value) for d in v.type.tensor_type.shape.dim)

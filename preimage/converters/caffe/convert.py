@@ -1,0 +1,424 @@
+"""Caffe (prototxt + caffemodel) -> ONNX: the Python API behind ``preimage convert caffe``.
+
+    from preimage.converters.caffe import convert_caffe
+    model = convert_caffe("alexnet.prototxt", "alexnet.caffemodel", "alexnet.onnx")
+
+Naming contract: node names are Caffe layer names; every layer's output is a value named after the layer
+(``<layer>/<top>`` for several tops); ``metadata_props["preimage.blobs"]`` maps each Caffe blob to the
+value holding its final content (after in-place layers), as pycaffe's ``net.blobs`` shows it.
+"""
+import json
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from ...errors import FormatError, PreimageError, UnsupportedError
+from .builder import Builder, memory_limit_bytes, numel
+from .caffemodel import read_caffemodel, sha256_file
+from .layers import DATA_TYPES, DROPPED_TYPES, EMITTERS, supported_types
+from .prototxt import read_net
+
+DEFAULT_OPSET = 13
+SUPPORTED_OPSETS = range(13, 18)  # ops used keep the same signature over 13..17
+IR_VERSION = 8  # accepted by every onnxruntime >= 1.10; covers opsets up to 17
+
+
+class Conversion:
+    """What :func:`convert_caffe_full` returns: the model and what a command should tell the user."""
+
+    def __init__(self, model, notices, spec, weights_path):
+        self.model, self.notices, self.spec, self.weights_path = model, notices, spec, weights_path
+
+
+def find_weights(prototxt):
+    stem = os.path.splitext(os.fspath(prototxt))[0]
+    for cand in (stem + ".caffemodel", stem + ".caffemodel.h5"):
+        if os.path.isfile(cand):
+            return cand
+    return None
+
+
+def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0):
+    """Convert a Caffe net to an ``onnx.ModelProto`` (and write it atomically to ``output`` if given).
+
+    ``weights``: the .caffemodel; default: the one of the same stem beside the prototxt. Without one,
+    a :class:`PreimageError` unless ``random_weights=True`` (seeded He-normal weights, for
+    structure-only work).
+    """
+    return convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed).model
+
+
+def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
+                       _collect_blobs=None):
+    prototxt = os.fspath(prototxt)
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if opset not in SUPPORTED_OPSETS:
+        raise PreimageError(f"opset {opset} is not supported; choose {SUPPORTED_OPSETS.start}.."
+                            f"{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+    spec = read_net(prototxt)
+    notices = list(spec.notices)
+    wdict, wsha = None, None
+    if not random_weights:
+        if weights is None:
+            weights = find_weights(prototxt)
+            if weights is None:
+                stem = os.path.splitext(prototxt)[0]
+                raise PreimageError(f"no weights: {os.path.basename(stem)}.caffemodel not found beside the prototxt; "
+                                    f"pass --weights FILE, or --random-weights for structure-only work", path=prototxt)
+        weights = os.fspath(weights)
+        if weights.endswith(".h5"):
+            raise UnsupportedError("HDF5 caffemodels are not supported; save the net as a binary .caffemodel",
+                                   path=weights)
+        wdict, wsha = read_caffemodel(weights)
+    b = Builder(prototxt, wdict, weights, _param_owners(spec), random_seed=seed if random_weights else None)
+    model, layer_meta = _build(spec, b, notices, opset)
+    sources = {"prototxt": {"file": os.path.basename(prototxt), "sha256": sha256_file(prototxt)}}
+    if wdict is not None:
+        sources["caffemodel"] = {"file": os.path.basename(weights), "sha256": wsha}
+        unused = sorted(set(wdict) - set(b.used_blobs))
+        if unused:
+            notices.append(f"the caffemodel holds weights for {len(unused)} layer(s) the net does not use: "
+                           + ", ".join(unused[:6]) + (" ..." if len(unused) > 6 else ""))
+    else:
+        sources["random_weights"] = {"seed": int(seed)}
+    sources["legacy_format"] = spec.legacy_format
+    _set_meta(model, "preimage.source", sources)
+    _set_meta(model, "preimage.layers", layer_meta)
+    del wdict
+    if _collect_blobs is not None:
+        _collect_blobs.update(b.used_blobs)
+    _check_structure(model, prototxt)
+    if output is not None:
+        save_model(model, output)
+    return Conversion(model, notices, spec, weights)
+
+
+def _param_owners(spec):
+    owners = {}
+    for layer in spec.layers:
+        for p in layer.param:
+            if p.name:
+                owners.setdefault(p.name, []).append(layer.name)
+    return owners
+
+
+def _set_meta(model, key, value):
+    for p in model.metadata_props:
+        if p.key == key:
+            p.value = json.dumps(value)
+            return
+    model.metadata_props.add(key=key, value=json.dumps(value))
+
+
+def _value_info(name, shape, batch):
+    dims = [("N" if i == 0 and batch is not None and d == batch else int(d)) for i, d in enumerate(shape)]
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+
+
+def _data_layer_shapes(b, layer, spec):
+    """Shapes of a data layer's tops (Input, Data, ImageData, MemoryData, DummyData, ...)."""
+    t = layer.type
+    tops = list(layer.top)
+    if t == "Input":
+        shapes = [list(s.dim) for s in layer.input_param.shape]
+        if len(shapes) == 1:
+            shapes = shapes * len(tops)
+        if len(shapes) != len(tops):
+            raise b.error(f"{len(shapes)} shapes for {len(tops)} tops")
+        return [[int(d) for d in s] for s in shapes]
+    if t == "DummyData":
+        p = layer.dummy_data_param
+        if len(p.shape):
+            shapes = [list(s.dim) for s in p.shape]
+        else:
+            n = len(p.num)
+            shapes = [[p.num[i], p.channels[i], p.height[i], p.width[i]] for i in range(n)]
+        if len(shapes) == 1:
+            shapes = shapes * len(tops)
+        return [[int(d) for d in s] for s in shapes]
+    if t == "MemoryData":
+        p = layer.memory_data_param
+        return [[p.batch_size, p.channels, p.height, p.width]] + [[p.batch_size]] * (len(tops) - 1)
+    tp = layer.transform_param
+    batch, chans, h, w = 1, 3, None, None
+    if t == "Data":
+        batch = layer.data_param.batch_size or 1
+        if not tp.crop_size:
+            raise b.error("cannot tell the input size of a Data layer without transform_param.crop_size; "
+                          "declare the input with an Input layer instead")
+        h = w = tp.crop_size
+        spec.notices.append(f"layer '{layer.name}': Data layer input assumed to have 3 channels")
+    elif t == "ImageData":
+        p = layer.image_data_param
+        batch = p.batch_size or 1
+        chans = 3 if p.is_color else 1
+        if tp.crop_size:
+            h = w = tp.crop_size
+        elif p.new_height and p.new_width:
+            h, w = p.new_height, p.new_width
+        else:
+            raise b.error("cannot tell the input size: give transform_param.crop_size or new_height/new_width")
+    elif t == "WindowData":
+        p = layer.window_data_param
+        batch = p.batch_size or 1
+        if not (tp.crop_size or p.crop_size):
+            raise b.error("cannot tell the input size without crop_size")
+        h = w = tp.crop_size or p.crop_size
+    else:
+        raise b.error(f"cannot tell the shape of the data produced by this {t} layer; declare the input "
+                      f"with an Input layer (input_param {{ shape {{ dim: N dim: C dim: H dim: W }} }})")
+    return [[batch, chans, h, w]] + [[batch]] * (len(tops) - 1)
+
+
+def _preprocess_from(layer, input_name, shape, base_dir):
+    tp = layer.transform_param if layer is not None and layer.HasField("transform_param") else None
+    meta = {"input": input_name, "channel_order": "BGR", "raw_scale": 255.0}
+    assumed = ["channel_order", "raw_scale"]
+    if len(shape) == 4:
+        meta["input_size"] = [int(shape[2]), int(shape[3])]
+    if tp is not None:
+        if len(tp.mean_value):
+            mv = [float(v) for v in tp.mean_value]
+            c = int(shape[1]) if len(shape) == 4 else len(mv)
+            meta["mean"] = mv * c if len(mv) == 1 else mv
+        if tp.mean_file:
+            mf = tp.mean_file
+            cand = mf if os.path.isabs(mf) else os.path.join(base_dir, mf)
+            meta["mean_file"] = os.path.abspath(cand) if os.path.exists(cand) else mf
+        if tp.HasField("scale"):
+            meta["scale"] = float(tp.scale)
+    if "mean" not in meta and "mean_file" not in meta:
+        assumed.append("mean")
+    meta["assumed"] = assumed
+    return meta
+
+
+def _build(spec, b, notices, opset):
+    graph_inputs = []  # (name, shape)
+    current = {}  # blob -> value name
+    available = []  # Caffe's available blobs (net outputs are those left at the end)
+    consumers = {}  # blob value -> used by a kept layer
+    layer_meta = []
+    value_shapes = []  # (value, shape) to declare as value_info
+    batch = None
+    data_layers = {}
+    limit = memory_limit_bytes()
+
+    def add_input(name, shape, where):
+        nonlocal batch
+        shape = [int(d) for d in shape]
+        if not shape or any(d <= 0 for d in shape):
+            raise FormatError(f"input '{name}' has an invalid shape {shape} (every dimension must be positive)",
+                              path=spec.path, where=where)
+        if numel(shape) * 4 > limit:
+            raise FormatError(f"input '{name}' of shape {shape} would need {numel(shape) * 4 / 2**30:.1f} GiB, more "
+                              f"than this machine's memory ({limit / 2**30:.1f} GiB); refusing before allocating",
+                              path=spec.path, where=where)
+        if name in current:
+            raise FormatError(f"input '{name}' is declared twice", path=spec.path, where=where)
+        graph_inputs.append((name, shape))
+        b.shapes[name] = tuple(shape)
+        b.names.add(name)
+        current[name] = name
+        available.append(name)
+        if batch is None:
+            batch = shape[0]
+
+    for name, shape in spec.inputs.items():
+        add_input(name, shape, f"input '{name}'")
+
+    for layer in spec.layers:
+        t = layer.type
+        b.begin(layer, [])
+        if t in DROPPED_TYPES:
+            notices.append(f"dropped training-only layer '{layer.name}' ({t})")
+            continue
+        if t in DATA_TYPES:
+            if t == "Python" and len(layer.bottom):
+                raise b.error("Python layers are not supported (only as data layers without bottoms)",
+                              UnsupportedError)
+            shapes = _data_layer_shapes(b, layer, spec)
+            outs = []
+            for top, shape in zip(layer.top, shapes):
+                add_input(top, shape, f"layer '{layer.name}'")
+                data_layers[top] = layer
+                outs.append(top)
+            # the layer's own output value(s): the inputs themselves when the names agree
+            vals = _layer_values(b, layer)
+            b.begin(layer, vals)
+            for top, val in zip(layer.top, vals):
+                if val != top:
+                    b.op("Identity", [top], out=val, shape=b.shapes[top])
+                    value_shapes.append((val, b.shapes[top]))
+            layer_meta.append({"name": layer.name, "type": t, "bottoms": [], "tops": list(layer.top), "values": vals})
+            continue
+        emit = EMITTERS.get(t)
+        if emit is None:
+            raise UnsupportedError(f"unknown layer type '{t}' (supported: {', '.join(supported_types())})",
+                                   path=spec.path, where=f"layer '{layer.name}'")
+        xs = []
+        for bottom in layer.bottom:
+            if bottom not in current:
+                raise FormatError(f"bottom '{bottom}' is not produced by any earlier layer or input",
+                                  path=spec.path, where=f"layer '{layer.name}' ({t})")
+            xs.append(current[bottom])
+            consumers[current[bottom]] = True
+        if not layer.top:
+            raise b.error("has no top")
+        vals = _layer_values(b, layer)
+        b.begin(layer, vals)
+        emit(b, layer, xs)
+        for v in vals:
+            if v not in b.shapes:
+                raise b.error(f"internal: the emitter did not produce '{v}'")
+            value_shapes.append((v, b.shapes[v]))
+        for bottom in layer.bottom:
+            if bottom in available:
+                available.remove(bottom)
+        for top, v in zip(layer.top, vals):
+            current[top] = v
+            if top in available:
+                available.remove(top)
+            available.append(top)
+        layer_meta.append({"name": layer.name, "type": t, "bottoms": list(layer.bottom), "tops": list(layer.top),
+                           "values": vals})
+
+    # inputs nothing uses (e.g. a Data layer's label) are left out of the graph
+    used_inputs = [(n, s) for n, s in graph_inputs if consumers.get(n) or any(
+        n in node.input for node in b.nodes)]
+    dropped_inputs = [n for n, _ in graph_inputs if n not in {u for u, _ in used_inputs}]
+    if dropped_inputs and len(used_inputs):
+        notices.append(f"unused input(s) left out: {', '.join(dropped_inputs)}")
+        graph_inputs = used_inputs
+    in_names = {n for n, _ in graph_inputs}
+    outputs = [current[blob] for blob in available if current[blob] not in in_names]
+    if not outputs:
+        outputs = [current[blob] for blob in available]
+
+    g = helper.make_graph(
+        b.nodes, spec.name or "caffe_net",
+        [_value_info(n, s, batch) for n, s in graph_inputs],
+        [_value_info(o, b.shapes[o], batch) for o in outputs],
+        initializer=b.initializers,
+        value_info=[_value_info(v, s, batch) for v, s in value_shapes if v not in set(outputs) and v not in in_names],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="preimage",
+                              producer_version=_version())
+    model.ir_version = IR_VERSION
+    model.doc_string = f"Converted from Caffe net '{spec.name}' by preimage"
+    blobs = {blob: v for blob, v in current.items() if blob in in_names or v not in in_names}
+    blobs = {blob: v for blob, v in current.items() if (v in in_names) or v in b.shapes}
+    _set_meta(model, "preimage.blobs", blobs)
+    _set_meta(model, "preimage.inputs", {n: s for n, s in graph_inputs})
+    img = next(((n, s) for n, s in graph_inputs if len(s) == 4), graph_inputs[0] if graph_inputs else None)
+    if img is not None:
+        pre = _preprocess_from(data_layers.get(img[0]), img[0], img[1], os.path.dirname(os.path.abspath(spec.path)))
+        _set_meta(model, "preimage.preprocess", pre)
+    return model, layer_meta
+
+
+def _layer_values(b, layer):
+    tops = list(layer.top)
+    vals = [layer.name] if len(tops) == 1 else [f"{layer.name}/{t}" for t in tops]
+    out = []
+    for v in vals:
+        base, k = v, 1
+        while v in b.names:  # a clash with an input or an earlier value: keep names unique
+            k += 1
+            v = f"{base}#{k}"
+        b.names.add(v)
+        out.append(v)
+    return out
+
+
+def _version():
+    try:
+        from importlib.metadata import version
+        return version("preimage")
+    except Exception:
+        return "0"
+
+
+def _check_structure(model, path):
+    """onnx.checker on the graph without the weight bytes (cheap even for large models): weights
+    become typed graph inputs, so node schemas, attributes and topology are all checked."""
+    g = model.graph
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    lg = light.graph
+    lg.name = g.name
+    lg.node.extend(g.node)
+    lg.input.extend(g.input)
+    lg.output.extend(g.output)
+    for t in g.initializer:
+        lg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    try:
+        onnx.checker.check_model(light)
+    except onnx.checker.ValidationError as e:
+        raise PreimageError(f"internal: the converted graph fails onnx.checker: {str(e).splitlines()[0]}",
+                            path=path) from None
+
+
+def save_model(model, path):
+    """Write an ONNX model atomically without serializing it in one piece.
+
+    Protobuf merges repeated occurrences of an embedded message field, so the file is written as the
+    model without weights, followed by one ``graph { initializer {...} }`` fragment per weight tensor.
+    Any protobuf reader (onnx.load, onnxruntime) sees one model; peak memory stays near the model's own
+    size instead of twice it.
+    """
+    from ...fileio import atomic_path
+
+    shell = onnx.ModelProto()
+    shell.CopyFrom(model) if len(model.graph.initializer) == 0 else _copy_without_initializers(model, shell)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(shell.SerializeToString())
+            for t in model.graph.initializer:
+                body = t.SerializeToString()
+                inner = _key(5, 2) + _varint(len(body))  # GraphProto.initializer = 5
+                f.write(_key(7, 2) + _varint(len(inner) + len(body)) + inner)  # ModelProto.graph = 7
+                f.write(body)
+                del body
+
+
+def _is_repeated(field):
+    rep = getattr(field, "is_repeated", None)
+    return rep if rep is not None else field.label == field.LABEL_REPEATED
+
+
+def _copy_fields(src, dst, skip):
+    for field, value in src.ListFields():
+        if field.name == skip:
+            continue
+        if _is_repeated(field):
+            getattr(dst, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
+
+
+def _copy_without_initializers(model, shell):
+    """Copy every field but the weights (serializing the whole model would copy the weights)."""
+    _copy_fields(model, shell, "graph")
+    _copy_fields(model.graph, shell.graph, "initializer")
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _key(field, wire):
+    return _varint((field << 3) | wire)

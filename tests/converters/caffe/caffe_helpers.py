@@ -1,0 +1,50 @@
+"""Test helpers: run a converted model in onnxruntime, requesting any values as outputs."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+
+def meta(model):
+    return {p.key: json.loads(p.value) for p in model.metadata_props if p.key.startswith("preimage.")}
+
+
+def run(model, feeds, names):
+    """Evaluate ``names`` (ONNX value names) for ``feeds`` with onnxruntime on CPU."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    inputs = {i.name for i in m.graph.input}
+    for n in names:
+        if n not in have and n not in inputs:
+            m.graph.output.append(onnx.ValueInfoProto(name=n))
+            have.add(n)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    outs = [o.name for o in sess.get_outputs()]
+    got = dict(zip(outs, sess.run(None, feeds)))
+    got.update(feeds)
+    return {n: got[n] for n in names}
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return float("inf")
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def corpus_dir():
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    return Path(os.environ.get("PREIMAGE_SHARED", root.parent / "shared")) / "conformance" / "caffe"
+
+
+def corpus_nets():
+    d = corpus_dir()
+    return sorted(p.name for p in d.iterdir() if (p / "net.prototxt").exists()) if d.is_dir() else []

@@ -83,7 +83,11 @@ def _dist_setup(device):
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        _OWNED_GROUP.append(True)
     return dist.get_rank(), dist.get_world_size(), device
+
+
+_OWNED_GROUP = []  # process groups train_decoder opened (closed when it returns)
 
 
 def _all_mean(t, world):
@@ -420,6 +424,11 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
         bar.close()
         if writer is not None:
             writer.close()
+        if _OWNED_GROUP:
+            import torch.distributed as dist
+
+            _OWNED_GROUP.clear()
+            dist.destroy_process_group()
     return {"iter": it, "finished": it >= cfg.iters, "run_dir": run_dir, **{k: v for k, v in last.items() if k != "iter"}}
 
 

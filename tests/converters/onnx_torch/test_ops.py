@@ -170,9 +170,11 @@ def test_float64_gradcheck_on_extensions():
         h.make_node("AveragePool", ["x"], ["a"], name="a", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 2, 2],
                     count_include_pad=0),
         h.make_node("LRN", ["x"], ["l"], name="l", size=3, alpha=0.3, beta=0.75, bias=2.0),
+        h.make_node("LRN", ["x"], ["l4"], name="l4", size=4, alpha=0.5, beta=0.6, bias=1.0),
         h.make_node("ConvTranspose", ["x", "w"], ["t"], name="t", strides=[2, 2], pads=[0, 1, 1, 0]),
     ]
-    model = make_model(nodes, {"x": ["N", 3, 5, 5]}, ["m", "a", "l", "t"], {"w": rng_array((3, 2, 3, 3), seed=7)})
-    net = load_features(model, ["m", "a", "l", "t"], dtype=torch.float64)
+    outs = ["m", "a", "l", "l4", "t"]
+    model = make_model(nodes, {"x": ["N", 3, 5, 5]}, outs, {"w": rng_array((3, 2, 3, 3), seed=7)})
+    net = load_features(model, outs, dtype=torch.float64)
     x = torch.from_numpy(rng_array((1, 3, 5, 5), seed=8)).double().requires_grad_()
     assert torch.autograd.gradcheck(lambda t: tuple(net(t).values()), (x,), eps=1e-6, atol=1e-6)

@@ -78,7 +78,6 @@ def optimize(features, samples, cfg, size, device="cpu", dtype=torch.float32, pr
     device = torch.device(device)
     H, W = size
     n = len(samples)
-    hw_scale = cfg.grad_scale == "hw"
     init_scale = cfg.init_scale if cfg.init_scale is not None else cfg.B / 3 ** 0.5
     params = cfg.params()
     regs = [(REGULARIZERS.get_or_fail(name), w) for name, w in cfg.weights.items() if w]
@@ -163,9 +162,10 @@ def optimize(features, samples, cfg, size, device="cpu", dtype=torch.float32, pr
                     curves_L[:, step] = loss.detach()
                     for c, g, opt in zip(canvases, grads, opts):
                         c.requires_grad_(False)
-                        if hw_scale:
-                            g = g * (c.shape[-1] * c.shape[-2])
-                        opt.step(c, g, scale)
+                        hw = c.shape[-1] * c.shape[-2]
+                        if cfg.grad_scale == "hw":
+                            g = g * hw
+                        opt.step(c, g, scale, rate=hw if cfg.grad_scale == "rate" else 1.0)
                         for hook in hooks:
                             hook(c, g, cfg)
                 step += 1

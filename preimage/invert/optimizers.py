@@ -9,8 +9,10 @@ AdaGrad with momentum (Mahendran & Vedaldi 2016, Algorithm 1), per component, wi
     x  <- project_{B+}(x + mu)
 
 Convention (stated, as the paper and the released code differ): eta0 = 0.05 B^2 / alpha as in the released
-code, and g is the gradient of H W * E(x), i.e. the energy's regularizers are not divided by H W in the
-step, which is what multiplying the per-pixel rate by H W does for them. H W is the canvas size.
+code, and g is the gradient of H W * E(x) (H W: the canvas size), so the regularizers' 1/(H W) does not
+shrink the step; AdaGrad's statistics G are kept on that g (``grad_scale="hw"``, the default).
+``grad_scale="rate"`` is the released code's literal form instead (statistics on the gradient of E, the
+rate multiplied by H W); ``"none"`` steps on the gradient of E itself.
 """
 import torch
 
@@ -32,12 +34,12 @@ class AdaGradMomentum:
         self.G = self.mu = None
 
     @torch.no_grad()
-    def step(self, x, g, scale=1.0):
+    def step(self, x, g, scale=1.0, rate=1.0):
         if self.G is None:
             self.G = torch.zeros_like(x)
             self.mu = torch.zeros_like(x)
         self.G.mul_(self.rho).addcmul_(g, g)
-        eta = scale / (1.0 / self.eta0 + self.G.sqrt())
+        eta = (scale * rate) / (1.0 / self.eta0 + self.G.sqrt())
         self.mu.mul_(self.rho).addcmul_(eta, g, value=-1.0)
         x.add_(self.mu)
 
@@ -58,7 +60,7 @@ class Adam:
         self.t = 0
 
     @torch.no_grad()
-    def step(self, x, g, scale=1.0):
+    def step(self, x, g, scale=1.0, rate=1.0):
         if self.m is None:
             self.m = torch.zeros_like(x)
             self.v = torch.zeros_like(x)
@@ -67,7 +69,7 @@ class Adam:
         self.v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
         mhat = self.m / (1 - self.b1 ** self.t)
         vhat = self.v / (1 - self.b2 ** self.t)
-        x.addcdiv_(mhat, vhat.sqrt().add_(self.eps), value=-self.lr * scale)
+        x.addcdiv_(mhat, vhat.sqrt().add_(self.eps), value=-self.lr * scale * rate)
 
 
 OPTIMIZERS = {"adagrad": AdaGradMomentum, "adam": Adam}

@@ -77,39 +77,41 @@ def get(name, **overrides):
 
 
 # ---- C per layer (Mahendran & Vedaldi: 300 up to relu3, 100 up to relu4, 20 up to relu5, 1 beyond) ---
+def _boundaries(layers):
+    """Index of the layer ending stage k (k = 3, 4, 5): the layer named relu<k> when the model has one
+    (PoseNet's relu5 follows fc5), otherwise the ReLU right after the k-th convolution (or that conv)."""
+    names = [l.get("name") for l in layers]
+    ends, convs = {}, 0
+    for i, l in enumerate(layers):
+        t = l.get("type", "")
+        if t in ("Convolution", "Conv"):
+            convs += 1
+            ends[convs] = i
+        elif t == "ReLU" and convs and ends.get(convs) == i - 1:
+            ends[convs] = i
+    return {k: names.index(f"relu{k}") if f"relu{k}" in names else ends.get(k) for k in (3, 4, 5)}
+
+
 def mahendran_C(layer, layers=None):
-    """The paper's C for ``layer``. ``layers``: the model's Caffe layer list (dicts with name, type,
-    value/tops) in order; the boundary after conv k is its ReLU (or conv k itself), anything after the
-    first fully connected layer or after conv5's ReLU is "beyond" (C = 1)."""
+    """The paper's C for ``layer``, read literally: 300 up to relu3, 100 up to relu4, 20 up to relu5, 1
+    beyond. ``layers``: the model's Caffe layer list (dicts with name, type, value/tops) in order; without
+    it, the number in the layer's name decides (pool5 counts as beyond relu5)."""
     if layers:
-        names = [l.get("name") for l in layers]
-        values = [l.get("value") for l in layers]
-        pos = next((i for i, (n, v) in enumerate(zip(names, values)) if layer in (n, v)), None)
+        pos = next((i for i, l in enumerate(layers) if layer in (l.get("name"), l.get("value"))), None)
         if pos is None:  # a blob name: the last layer that writes it
             pos = max((i for i, l in enumerate(layers) if layer in (l.get("tops") or [])), default=None)
         if pos is not None:
-            ends, convs = {}, 0
-            for i, l in enumerate(layers):
-                t = l.get("type", "")
-                if t in ("InnerProduct", "Gemm", "MatMul"):
-                    if i <= pos:
-                        return 1.0
-                    break
-                if t in ("Convolution", "Conv"):
-                    convs += 1
-                    ends[convs] = i
-                elif t == "ReLU" and convs and ends.get(convs) == i - 1:
-                    ends[convs] = i
+            ends = _boundaries(layers)
             for k, c in ((3, 300.0), (4, 100.0), (5, 20.0)):
-                if k in ends and pos <= ends[k]:
+                if ends[k] is not None and pos <= ends[k]:
                     return c
-                if k not in ends:
-                    return 1.0 if k > 3 else 300.0
             return 1.0
     m = re.search(r"(\d+)", layer or "")
-    if (layer or "").lower().startswith(("fc", "ip", "prob")) or not m:
+    if not m:
         return 1.0
     k = int(m.group(1))
+    if k == 5 and (layer or "").lower().startswith("pool"):
+        return 1.0
     return 300.0 if k <= 3 else 100.0 if k == 4 else 20.0 if k == 5 else 1.0
 
 

@@ -99,6 +99,13 @@ def test_mahendran_C_rule():
                                                          "relu5", "pool5", "fc6", "fc8"]}
     assert got == {"conv1": 300, "pool1": 300, "relu3": 300, "conv4": 100, "relu4": 100, "conv5": 20,
                    "relu5": 20, "pool5": 1, "fc6": 1, "fc8": 1}
-    posenet = [l for l in layers if l["name"] not in ("conv5", "relu5", "pool5")]
-    assert presets.mahendran_C("conv4", posenet) == 100 and presets.mahendran_C("fc6", posenet) == 1
+    # PoseNet: relu5 follows fc5, so fc5 is "up to relu5"
+    posenet = [{"name": n, "type": t, "value": n} for n, t in [
+        ("conv3", "Convolution"), ("relu3", "ReLU"), ("conv4", "Convolution"), ("relu4", "ReLU"),
+        ("pool4", "Pooling"), ("fc5", "InnerProduct"), ("relu5", "ReLU"), ("fc6", "InnerProduct")]]
+    assert [presets.mahendran_C(n, posenet) for n in ["conv3", "conv4", "pool4", "fc5", "fc6"]] == [300, 100, 20, 20, 1]
+    unnamed = [{"name": n, "type": t} for n, t in [("a", "Convolution"), ("b", "ReLU"), ("c", "Convolution"),
+                                                      ("d", "Convolution"), ("e", "Convolution"), ("f", "ReLU")]]
+    assert [presets.mahendran_C(n, unnamed) for n in "abcdef"] == [300, 300, 300, 300, 100, 100]
     assert presets.mahendran_C("conv2") == 300 and presets.mahendran_C("fc7") == 1
+    assert presets.mahendran_C("fc5") == 20 and presets.mahendran_C("pool5") == 1

@@ -46,7 +46,10 @@ def _construct(spec, pairs, node=None):
     if name not in MODULES:
         raise FormatError(f"unknown module {name!r} in the architecture description")
     children = [_construct(c, pairs, n) for c, n in zip(spec["children"], node.children if node else [None] * len(spec["children"]))]
-    module = MODULES[name](*children, **spec["kwargs"])
+    try:
+        module = MODULES[name](*children, **spec["kwargs"])
+    except (ValueError, TypeError, RuntimeError) as e:  # arguments taken from the file can be invalid
+        raise FormatError(f"cannot build {name} with {spec['kwargs']}: {e}", where=spec.get("source")) from None
     if node is not None:
         pairs.append((module, node))
     return module
@@ -60,7 +63,9 @@ def build(node, dtype=torch.float32, device="cpu"):
     with torch.no_grad():
         for module, n in pairs:
             for key, arr in n.tensors.items():
-                target = getattr(module, key)
+                target = getattr(module, key, None)
+                if not isinstance(target, torch.Tensor):
+                    raise FormatError(f"tensor '{key}' has no place in the converted module", where=n.source)
                 value = torch.from_numpy(np.ascontiguousarray(arr))
                 if tuple(target.shape) != tuple(value.shape):
                     raise FormatError(f"{key} has shape {tuple(value.shape)}, expected {tuple(target.shape)}",

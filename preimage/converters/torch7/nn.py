@@ -11,6 +11,8 @@ fields as stored in the .t7 file. Traps handled here:
 - nn.Dropout without ``v2`` (the original version) scales by (1 - p) at test time; nn.SpatialDropout too.
 - Dimensions in Concat/Parallel/JoinTable are 1-based and absolute, kept as such (see modules.py).
 """
+import math
+
 import numpy as np
 
 from ...errors import FormatError, UnsupportedError
@@ -52,7 +54,7 @@ class Ctx:
 
     def int(self, name, default=_REQUIRED):
         v = self.get(name, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v:
             raise self.error(f"field '{name}' should be an integer, found {v!r}")
         return int(v)
 
@@ -237,6 +239,8 @@ def _batch_norm(c):
     affine = weight is not None
     if affine and bias is None:
         bias = np.zeros(n)
+    if not affine:
+        bias = None
     kind = "BatchNorm3d" if "Volumetric" in c.m.typename else "BatchNorm2d" if "Spatial" in c.m.typename else "BatchNorm1d"
     return c.node(kind, dict(num_features=n, eps=eps, affine=affine),
                   tensors={"weight": weight, "bias": bias, "running_mean": mean, "running_var": var})

@@ -104,7 +104,11 @@ class AsciiStream(_Stream):
             self.pos += 1
 
     def _tokens(self, n, what):
-        self.check_count(n, 1, what)
+        if n < 0:
+            self.fail(f"negative count of {what} ({n})")
+        if n > self.remaining:
+            self.fail(f"file ends inside {what}: expected {n} numbers but only {self.remaining} bytes are left "
+                      "(truncated file?)")
         out = []
         pos = self.pos
         for _ in range(n):
@@ -169,7 +173,8 @@ class AsciiStream(_Stream):
             except ValueError:
                 bad = next((t, s) for t, s in toks if not _is_float(t))
                 self.fail(f"expected a number in {what}, found {bad[0][:20]!r}", bad[1])
-            return np.array(vals, dtype=np.float64).astype(code)
+            with np.errstate(over="ignore"):  # 1e308 in a FloatStorage is inf, as in Torch7
+                return np.array(vals, dtype=np.float64).astype(code)
         vals = [self._int(t, s, what) for t, s in toks]
         dtype = np.dtype("i8" if code == "long" else code)
         info = np.iinfo(dtype)

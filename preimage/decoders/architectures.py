@@ -53,6 +53,17 @@ class ResizeTo(nn.Module):
         return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
 
 
+class CropTo(nn.Module):
+    """Crop the top-left ``size`` (the part an upconvolution shares with the encoder's input grid)."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = tuple(int(v) for v in size)
+
+    def forward(self, x):
+        return x[..., :self.size[0], :self.size[1]]
+
+
 def _upconv_stack(channels, in_channels, kernel=5, slope=0.2, last_act=False):
     """Upconvolutions of stride 2 that double the size exactly, leaky ReLU after all but the last.
 
@@ -222,10 +233,14 @@ class MirrorDecoder(nn.Module):
                 cout = image_shape[0]
             (kh, kw), (sh, sw), (ph, pw) = s["kernel"], s["stride"], s["padding"]
             # output_padding picks the exact input size among the sizes a strided conv maps together
-            op = []
+            # (ceil-mode pooling maps several sizes together); a size still too large is cropped (Caffe's Crop)
+            op, size = [], []
             for o, n, k, st, p in ((s["out_shape"][1], s["in_shape"][1], kh, sh, ph), (s["out_shape"][2], s["in_shape"][2], kw, sw, pw)):
                 op.append(min(max(n - ((o - 1) * st - 2 * p + k), 0), st - 1))
+                size.append((o - 1) * st - 2 * p + k + op[-1])
             conv_layers.append(nn.ConvTranspose2d(cin, cout, (kh, kw), stride=(sh, sw), padding=(ph, pw), output_padding=tuple(op)))
+            if size != list(s["in_shape"][1:]):
+                conv_layers.append(CropTo(s["in_shape"][1:]))
             if not last:
                 conv_layers += [nn.ReLU(), nn.BatchNorm2d(cout)]
         self.up = nn.Sequential(*conv_layers)

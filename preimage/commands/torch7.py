@@ -1,0 +1,116 @@
+"""``preimage convert torch7`` and ``preimage inspect``: thin click layers over preimage.converters.torch7."""
+from pathlib import Path
+
+import click
+
+from ..errors import PreimageError
+
+_LONG = click.Choice(["auto", "8", "4"])
+
+
+def _long_size(v):
+    return None if v == "auto" else int(v)
+
+
+def _shape(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in value.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like 1,3,224,224, got {value!r}") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise click.BadParameter(f"expected positive sizes like 1,3,224,224, got {value!r}")
+    return shape
+
+
+@click.command("torch7")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="MODEL.onnx (needs --input-shape) or MODEL.pt (PyTorch checkpoint). Default: MODEL.onnx beside MODEL.t7.")
+@click.option("--input-shape", callback=_shape, metavar="N,C,H,W",
+              help="Input shape for ONNX export (a .t7 file does not record it), e.g. 1,3,224,224.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+              help="Weight type. Torch7 models were often double; float64 reproduces them bit for bit.")
+@click.option("--key", help="When the file's root is a table ({model=..., opt=...}): the field holding the net.")
+@click.option("--long-size", type=_LONG, default="auto", show_default=True,
+              help="Bytes per C long in the file (4 for files saved on Windows); auto tries 8 then 4.")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--static-batch", is_flag=True, help="ONNX: fix the batch size instead of a dynamic 'N'.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="ONNX: run the exported model with onnxruntime and compare it with the PyTorch module.")
+def convert_torch7(model, output, input_shape, dtype, key, long_size, opset, static_batch, check):
+    """Convert a Lua Torch7 nn model (.t7, binary or ASCII) to ONNX or a PyTorch checkpoint.
+
+    \b
+    Examples:
+      preimage convert torch7 decoder.t7 --input-shape 1,256,6,6        # -> decoder.onnx
+      preimage convert torch7 net.t7 -o net.pt                           # PyTorch checkpoint
+      preimage convert torch7 ckpt.t7 --key model -o net.pt --dtype float64
+
+    \b
+    Load the checkpoint in Python (it loads with torch.load(..., weights_only=True)):
+      from preimage.converters.torch7 import load_checkpoint
+      net = load_checkpoint("net.pt")          # eval mode, same forward as in Lua
+    Or skip the file: preimage.converters.torch7.load_t7_model("net.t7").
+    """
+    from ..converters.torch7.convert import convert_torch7 as convert
+
+    output = output or model.with_suffix(".onnx")
+    if output.suffix == ".onnx" and not input_shape:
+        raise PreimageError("ONNX export needs --input-shape N,C,H,W (a .t7 file does not store it), "
+                            f"or write a PyTorch checkpoint with -o {model.with_suffix('.pt').name}", path=model)
+    module = convert(model, output, input_shape=input_shape, dtype=dtype, key=key, opset=opset,
+                     dynamic_batch=not static_batch, long_size=_long_size(long_size))
+    click.echo(f"wrote {output}")
+    if output.suffix == ".onnx" and check:
+        err = _check_onnx(module, output, input_shape)
+        click.echo(f"onnxruntime vs PyTorch on a random input: max relative difference {err:.2e}")
+
+
+def _check_onnx(module, path, shape):
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    dtype = next((t.dtype for t in module.state_dict().values() if t.is_floating_point()), torch.float32)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    with torch.no_grad():
+        ref = module(x)
+    refs = ref if isinstance(ref, (list, tuple)) else [ref]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outs = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    err = 0.0
+    for r, o in zip(refs, outs):
+        r = r.numpy()
+        err = max(err, float(np.abs(r - o).max() / max(np.abs(r).max(), 1e-12)))
+    return err
+
+
+@click.command("inspect")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--depth", type=int, default=None, help="Show at most this many levels.")
+@click.option("--max-items", type=int, default=50, show_default=True, help="Entries shown per table.")
+@click.option("--buffers/--no-buffers", default=False, show_default=True,
+              help="Show nn buffers (output, gradInput, gradWeight, ...), hidden by default.")
+@click.option("--long-size", type=_LONG, default="auto", show_default=True,
+              help="Bytes per C long in the file (4 for files saved on Windows).")
+def inspect(model, depth, max_items, buffers, long_size):
+    """Print the object tree of a Torch7 .t7 file: classes, fields, tensor shapes and dtypes (no values).
+
+    \b
+    Examples:
+      preimage inspect model.t7
+      preimage inspect model.t7 --depth 3 --buffers
+
+    Nothing in the file is executed (serialised Lua functions are shown, never run). Tensors that share
+    a storage (models flattened with getParameters) show the same storage number.
+    """
+    from ..converters.torch7.reader import read_t7
+    from ..converters.torch7.tree import outline
+
+    root = read_t7(model, tensors="raw", long_size=_long_size(long_size))
+    hide = () if buffers else ("output", "gradInput", "gradWeight", "gradBias", "_gradOutput", "fgradInput",
+                               "finput", "addBuffer", "ones", "save_mean", "save_std", "_input", "iDesc", "oDesc")
+    for line in outline(root, max_depth=depth, max_items=max_items, hide=hide):
+        click.echo(line)

@@ -97,7 +97,8 @@ def mahendran_C(layer, layers=None):
     beyond. ``layers``: the model's Caffe layer list (dicts with name, type, value/tops) in order; without
     it, the number in the layer's name decides (pool5 counts as beyond relu5)."""
     if layers:
-        pos = next((i for i, l in enumerate(layers) if layer in (l.get("name"), l.get("value"))), None)
+        pos = next((i for i, l in enumerate(layers)
+                    if layer == l.get("name") or layer == l.get("value") or layer in (l.get("values") or [])), None)
         if pos is None:  # a blob name: the last layer that writes it
             pos = max((i for i, l in enumerate(layers) if layer in (l.get("tops") or [])), default=None)
         if pos is not None:

@@ -102,15 +102,19 @@ def read_t7(path, *, long_size=None, mode=None, tensors="numpy", use_mmap=True, 
         with open(path, "rb") as f:
             if size == 0:
                 raise FormatError("empty file, expected a Torch7 serialised object", path=path)
-            if use_mmap and size >= _MMAP_MIN_BYTES:
+            mode = mode or _detect_mode(f.read(4), path)
+            f.seek(0)
+            if mode == "ascii":
+                data = f.read()  # parsed into new arrays anyway
+            elif use_mmap and size >= _MMAP_MIN_BYTES:
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # writable, private pages
             else:
-                data = bytearray(size)  # writable, so arrays read from it are writable too
-                data = data[:f.readinto(data)]
+                data = np.empty(size, dtype=np.uint8)  # one read, no zero-filling; arrays are views of it
+                got = f.readinto(data)
+                if got < size:
+                    data = data[:got]
     except OSError as e:
         raise PreimageError(f"cannot read file: {e.strerror or e}", path=path) from None
-    if mode is None:
-        mode = _detect_mode(data, path)
     if mode not in ("binary", "ascii"):
         raise ValueError("mode must be 'binary' or 'ascii'")
     sizes = [long_size] if long_size else [8, 4]

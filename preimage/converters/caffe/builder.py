@@ -40,9 +40,12 @@ class Builder:
         self.weights_path = weights_path
         self.random_seed = random_seed  # not None: make seeded random blobs instead of reading weights
         self.param_owners = param_owners or {}  # param name -> [layer names sharing it, in net order]
+        # The model is filled in place: copying 61M weights between protobuf messages costs time and memory.
+        self.model = onnx.ModelProto()
+        self.graph = self.model.graph
         self.nodes = []
-        self.initializers = []
-        self.init_names = set()
+        self.raw = {}  # initializer name -> the bytes object its raw_data was set from (for writing)
+        self.sink = None  # optional callable(tensor, raw bytes): streams big weights to the output file
         self.shapes = {}  # value name -> static shape (tuple)
         self.shared = {}  # param name -> (initializer name, shape)
         self.used_blobs = {}  # layer name -> {index: np.ndarray}  (what the net used; for the writer)
@@ -111,8 +114,7 @@ class Builder:
         """Add a constant (an initializer named ``<layer>/<hint>``); returns its name."""
         name = self.fresh(hint)
         arr = np.asarray(array, dtype=dtype)
-        self.initializers.append(numpy_helper.from_array(arr, name))
-        self.init_names.add(name)
+        self.graph.initializer.append(numpy_helper.from_array(arr, name))
         return name
 
     def ints(self, values, hint):
@@ -179,22 +181,37 @@ class Builder:
         arr = self.blob_array(index, shape, kind, fan_in, label)
         hint = {0: "weight", 1: "bias"}.get(index, f"blob{index}") if kind in ("weight", "bias") else kind
         init = self.fresh(hint)
-        self.initializers.append(tensor_from_array(arr.reshape(store_shape), init))
-        self.init_names.add(init)
+        t = self.graph.initializer.add()
+        raw = fill_tensor(t, arr.reshape(store_shape), init)
+        if raw is not None:
+            if self.sink is not None:
+                self.sink(t, raw)
+            else:
+                self.raw[init] = raw
         if pname:
             self.shared[pname] = (init, store_shape, arr)
         return init
 
 
-def tensor_from_array(arr, name):
-    """float32 array -> TensorProto with raw bytes (one copy, no per-element conversion)."""
-    arr = np.ascontiguousarray(arr, dtype="<f4")
-    t = TensorProto()
+def _backing_bytes(arr):
+    """The bytes object ``arr`` views in full (as read from a caffemodel), else None."""
+    base = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, bytes) and len(base) == arr.nbytes and arr.flags.c_contiguous and arr.dtype == "<f4":
+        return base
+    return None
+
+
+def fill_tensor(t, arr, name):
+    """Fill TensorProto ``t`` from a float32 array with raw bytes (one copy, no per-element conversion).
+    Returns the bytes object used when it is the caffemodel's own (so writers can reuse it)."""
     t.name = name
     t.data_type = FLOAT
     t.dims.extend(arr.shape)
-    t.raw_data = arr.tobytes()
-    return t
+    raw = _backing_bytes(arr)
+    t.raw_data = raw if raw is not None else np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    return raw
 
 
 def fit_blob(blob, shape, builder, label, src):
@@ -213,20 +230,24 @@ def fit_blob(blob, shape, builder, label, src):
 
 
 def random_blob(shape, kind, fan_in, seed, layer_name, index):
-    """Seeded structure-only parameters: He-normal weights (std sqrt(2 / fan_in)), zero biases,
-    BatchNorm statistics with factor 1, unit scales, PReLU slopes 0.25."""
+    """Seeded structure-only parameters: He-normal weights (std sqrt(2 / fan_in)), zero biases;
+    BatchNorm mean ~ N(0, 0.1), variance ~ U(0.5, 1.5), factor 1; Scale gamma ~ U(0.8, 1.2) and
+    beta ~ N(0, 0.1); PReLU slopes 0.25. Deterministic per (seed, layer name, blob index)."""
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(layer_name.encode()), index])
+    shape = tuple(shape)
     if kind == "weight":
         fan = fan_in or max(1, numel(shape[1:]))
         return (rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan))).astype(np.float32)
-    if kind in ("bias", "bn_mean", "shift"):
+    if kind == "bias":
         return np.zeros(shape, np.float32)
+    if kind in ("bn_mean", "shift"):
+        return (rng.standard_normal(shape) * 0.1).astype(np.float32)
     if kind == "bn_var":
-        return np.ones(shape, np.float32)
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
     if kind == "bn_factor":
         return np.ones(shape, np.float32)
     if kind == "scale":
-        return np.ones(shape, np.float32)
+        return rng.uniform(0.8, 1.2, shape).astype(np.float32)
     if kind == "prelu":
         return np.full(shape, 0.25, np.float32)
     return np.zeros(shape, np.float32)

@@ -14,6 +14,8 @@ shape 7 (dim 1), double_data 8.
 """
 import hashlib
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
@@ -36,12 +38,55 @@ class Blob:
         return self.data.reshape(shape)
 
 
+class _Hasher:
+    """sha256 of the bytes read, computed on a second thread (hashlib releases the GIL on large
+    updates), so hashing overlaps with decoding instead of adding its time."""
+
+    def __init__(self):
+        self.sha = hashlib.sha256()
+        self.q = queue.Queue(maxsize=8)
+        self.small = bytearray()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while True:
+            b = self.q.get()
+            if b is None:
+                return
+            self.sha.update(b)
+
+    def update(self, b):
+        if len(b) < (1 << 16):
+            self.small += b
+            if len(self.small) >= (1 << 16):
+                self.q.put(bytes(self.small))
+                self.small = bytearray()
+            return
+        if self.small:
+            self.q.put(bytes(self.small))
+            self.small = bytearray()
+        self.q.put(b)  # bytes are immutable: safe to hash while the caller uses them
+
+    def hexdigest(self):
+        if self.small:
+            self.q.put(bytes(self.small))
+            self.small = bytearray()
+        self.q.put(None)
+        self.t.join()
+        return self.sha.hexdigest()
+
+    def abandon(self):
+        self.small = bytearray()
+        self.q.put(None)
+
+
 class _Stream:
     """Sequential reader over a file that hashes every byte it reads and knows its position."""
 
     def __init__(self, f, size, path):
         self.f, self.size, self.path, self.pos = f, size, path, 0
-        self.sha = hashlib.sha256()
+        self.sha = _Hasher()
 
     def read(self, n, what):
         if self.pos + n > self.size:
@@ -137,12 +182,17 @@ def _packed_varints(buf, s, e, path, what):
     return out
 
 
-def parse_blob(buf, start, end, path, what):
-    """A BlobProto held in ``buf[start:end]`` -> :class:`Blob` (data viewed, not copied)."""
+def parse_blob(buf, start, end, path, what, raw=None):
+    """A BlobProto held in ``buf[start:end]`` -> :class:`Blob` (data viewed, not copied). ``raw``: the
+    packed float data when it was read separately."""
     legacy = [0, 0, 0, 0]
     has_legacy = False
     shape = None
     chunks = []  # float32 arrays; usually one packed run
+    if raw is not None:
+        if len(raw) % 4:
+            raise FormatError(f"corrupt caffemodel: {what} float data is not a multiple of 4 bytes", path=path)
+        chunks.append(np.frombuffer(raw, dtype="<f4"))
     n_unpacked = []
     for field, wire, a, b in _buf_fields(buf, start, end, path, what):
         if 1 <= field <= 4 and wire == VARINT:
@@ -185,6 +235,49 @@ def parse_blob(buf, start, end, path, what):
     return Blob(data, shape, is_legacy)
 
 
+def _read_blob(st, n, what):
+    """A BlobProto streamed from the file: its float data is read as one bytes object of its own
+    (viewed by numpy, and later handed to ONNX without another copy); small fields are decoded."""
+    end = st.pos + n
+    head = bytearray()  # everything but the float data, re-encoded for parse_blob
+    raw = None
+    while st.pos < end:
+        key = st.varint(what)
+        field, wire = key >> 3, key & 7
+        if field == 5 and wire == LEN and raw is None:
+            m = st.varint(what)
+            if st.pos + m > end:
+                raise FormatError(f"corrupt caffemodel: {what} data runs past the blob", path=st.path)
+            raw = st.read(m, what)
+        elif wire == LEN:
+            m = st.varint(what)
+            head += _enc_varint(key) + _enc_varint(m) + st.read(m, what)
+        elif wire == VARINT:
+            head += _enc_varint(key) + _enc_varint(st.varint(what))
+        elif wire == I32:
+            head += _enc_varint(key) + st.read(4, what)
+        elif wire == I64:
+            head += _enc_varint(key) + st.read(8, what)
+        else:
+            st.skip(wire, what)
+    if st.pos != end:
+        raise FormatError(f"corrupt caffemodel: {what} overruns its length", path=st.path)
+    blob = parse_blob(bytes(head), 0, len(head), st.path, what, raw=raw)
+    return blob
+
+
+def _enc_varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
 # NetParameter field -> (layer name field, blobs field, nested V0 layer field)
 _LAYER_FIELDS = {100: (1, 7, None), 2: (4, 6, 1)}
 
@@ -201,8 +294,7 @@ def _read_layer(st, length, layout, index):
             name = st.read(n, "layer name").decode("utf-8", "replace")
         elif field == blobs_field and wire == LEN:
             n = st.varint("blob")
-            buf = st.read(n, f"blob {len(blobs)} of layer {name or index}")
-            blobs.append(parse_blob(buf, 0, n, st.path, f"layer '{name or index}' blob {len(blobs)}"))
+            blobs.append(_read_blob(st, n, f"layer '{name or index}' blob {len(blobs)}"))
         elif v0_field is not None and field == v0_field and wire == LEN:
             n = st.varint("V0 layer")
             buf = st.read(n, f"V0 layer {index}")
@@ -220,8 +312,10 @@ def _read_layer(st, length, layout, index):
     return name, blobs
 
 
-def read_caffemodel(path):
+def read_caffemodel(path, lazy_hash=False):
     """Read a caffemodel: ``({layer name: [Blob, ...]}, sha256 hex)``. Layers without blobs are left out.
+    ``lazy_hash=True`` returns a function giving the sha256 instead, so that the caller can go on while
+    the hash is finished on the hashing thread.
 
     Bad files get a one-line :class:`FormatError`: truncated, not protobuf, or a blob whose data does
     not fill its declared shape.
@@ -231,29 +325,38 @@ def read_caffemodel(path):
         raise PreimageError("no such caffemodel file", path=path)
     size = os.path.getsize(path)
     weights: Dict[str, List[Blob]] = {}
-    n_layers = 0
     with open(path, "rb") as f:
         st = _Stream(f, size, path)
-        while st.pos < size:
-            key = st.varint("top-level field")
-            field, wire = key >> 3, key & 7
-            if field == 0 or wire in (3, 4, 6, 7):
-                raise FormatError(f"not a Caffe caffemodel (binary NetParameter): invalid field at offset {st.pos}",
-                                  path=path)
-            if field in _LAYER_FIELDS and wire == LEN:
-                n = st.varint("layer length")
-                if st.pos + n > size:
-                    raise FormatError(f"truncated caffemodel: layer {n_layers} needs {n} bytes at offset {st.pos}, "
-                                      f"but the file ends at {size}", path=path)
-                name, blobs = _read_layer(st, n, _LAYER_FIELDS[field], n_layers)
-                n_layers += 1
-                if blobs and name is not None:
-                    weights[name] = blobs
-            else:
-                st.skip(wire, "top-level field")
+        try:
+            _read_layers(st, size, weights)
+        except BaseException:
+            st.sha.abandon()
+            raise
+    return weights, (st.sha.hexdigest if lazy_hash else st.sha.hexdigest())
+
+
+def _read_layers(st, size, weights):
+    path = st.path
+    n_layers = 0
+    while st.pos < size:
+        key = st.varint("top-level field")
+        field, wire = key >> 3, key & 7
+        if field == 0 or wire in (3, 4, 6, 7):
+            raise FormatError(f"not a Caffe caffemodel (binary NetParameter): invalid field at offset {st.pos}",
+                              path=path)
+        if field in _LAYER_FIELDS and wire == LEN:
+            n = st.varint("layer length")
+            if st.pos + n > size:
+                raise FormatError(f"truncated caffemodel: layer {n_layers} needs {n} bytes at offset {st.pos}, "
+                                  f"but the file ends at {size}", path=path)
+            name, blobs = _read_layer(st, n, _LAYER_FIELDS[field], n_layers)
+            n_layers += 1
+            if blobs and name is not None:
+                weights[name] = blobs
+        else:
+            st.skip(wire, "top-level field")
     if n_layers == 0:
         raise FormatError("not a Caffe caffemodel: no layers found", path=path)
-    return weights, st.sha.hexdigest()
 
 
 def sha256_file(path):

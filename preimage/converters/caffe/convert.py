@@ -71,28 +71,53 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
         if weights.endswith(".h5"):
             raise UnsupportedError("HDF5 caffemodels are not supported; save the net as a binary .caffemodel",
                                    path=weights)
-        wdict, wsha = read_caffemodel(weights)
+        wdict, wsha = read_caffemodel(weights, lazy_hash=True)
     b = Builder(prototxt, wdict, weights, _param_owners(spec), random_seed=seed if random_weights else None)
-    model, layer_meta = _build(spec, b, notices, opset)
-    sources = {"prototxt": {"file": os.path.basename(prototxt), "sha256": sha256_file(prototxt)}}
+
+    def finish_metadata():  # the caffemodel's sha256 is finished on a thread while weights are written
+        sources = {"prototxt": {"file": os.path.basename(prototxt), "sha256": sha256_file(prototxt)}}
+        if wdict is not None:
+            sources["caffemodel"] = {"file": os.path.basename(weights), "sha256": wsha()}
+        else:
+            sources["random_weights"] = {"seed": int(seed)}
+        sources["legacy_format"] = spec.legacy_format
+        _set_meta(b.model, "preimage.source", sources)
+
+    try:
+        if output is None:
+            model = _build_model(spec, b, notices, opset, prototxt)
+            finish_metadata()
+        else:
+            from ...fileio import atomic_path
+
+            with atomic_path(output) as tmp, open(tmp, "wb") as f:
+                # weights go to the file on a second thread as soon as the layer that owns them is built
+                b.sink = _FragmentWriter(f)
+                try:
+                    model = _build_model(spec, b, notices, opset, prototxt)
+                finally:
+                    written = b.sink.close()
+                    b.sink = None
+                _write_model(f, model, raw=b.raw, skip=written, before_header=finish_metadata)
+    finally:
+        if wdict is not None:
+            wsha()  # joins the hashing thread (also when the conversion failed)
+        b.raw = {}
+    if _collect_blobs is not None:
+        _collect_blobs.update(b.used_blobs)
     if wdict is not None:
-        sources["caffemodel"] = {"file": os.path.basename(weights), "sha256": wsha}
         unused = sorted(set(wdict) - set(b.used_blobs))
         if unused:
             notices.append(f"the caffemodel holds weights for {len(unused)} layer(s) the net does not use: "
                            + ", ".join(unused[:6]) + (" ..." if len(unused) > 6 else ""))
-    else:
-        sources["random_weights"] = {"seed": int(seed)}
-    sources["legacy_format"] = spec.legacy_format
-    _set_meta(model, "preimage.source", sources)
-    _set_meta(model, "preimage.layers", layer_meta)
-    del wdict
-    if _collect_blobs is not None:
-        _collect_blobs.update(b.used_blobs)
-    _check_structure(model, prototxt)
-    if output is not None:
-        save_model(model, output)
     return Conversion(model, notices, spec, weights)
+
+
+def _build_model(spec, b, notices, opset, prototxt):
+    model, layer_meta = _build(spec, b, notices, opset)
+    _set_meta(model, "preimage.layers", layer_meta)
+    _check_structure(model, prototxt)
+    return model
 
 
 def _param_owners(spec):
@@ -297,15 +322,15 @@ def _build(spec, b, notices, opset):
     if not outputs:
         outputs = [current[blob] for blob in available]
 
-    g = helper.make_graph(
-        b.nodes, spec.name or "caffe_net",
-        [_value_info(n, s, batch) for n, s in graph_inputs],
-        [_value_info(o, b.shapes[o], batch) for o in outputs],
-        initializer=b.initializers,
-        value_info=[_value_info(v, s, batch) for v, s in value_shapes if v not in set(outputs) and v not in in_names],
-    )
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="preimage",
-                              producer_version=_version())
+    model, g = b.model, b.graph
+    g.name = spec.name or "caffe_net"
+    g.node.extend(b.nodes)
+    g.input.extend(_value_info(n, s, batch) for n, s in graph_inputs)
+    g.output.extend(_value_info(o, b.shapes[o], batch) for o in outputs)
+    g.value_info.extend(_value_info(v, s, batch) for v, s in value_shapes if v not in set(outputs) and v not in in_names)
+    model.opset_import.append(helper.make_opsetid("", opset))
+    model.producer_name = "preimage"
+    model.producer_version = _version()
     model.ir_version = IR_VERSION
     model.doc_string = f"Converted from Caffe net '{spec.name}' by preimage"
     blobs = {blob: v for blob, v in current.items() if blob in in_names or v not in in_names}
@@ -363,26 +388,83 @@ def _check_structure(model, path):
 
 
 def save_model(model, path):
-    """Write an ONNX model atomically without serializing it in one piece.
-
-    Protobuf merges repeated occurrences of an embedded message field, so the file is written as the
-    model without weights, followed by one ``graph { initializer {...} }`` fragment per weight tensor.
-    Any protobuf reader (onnx.load, onnxruntime) sees one model; peak memory stays near the model's own
-    size instead of twice it.
-    """
+    """Write an ONNX model atomically without serializing it in one piece (see :func:`_write_model`)."""
     from ...fileio import atomic_path
 
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        _write_model(f, model)
+
+
+def _fragment(t, raw=None):
+    """The bytes of ``ModelProto { graph { initializer { t } } }`` as a list of pieces; ``raw``: the
+    tensor's raw_data bytes already in memory (written as they are, not copied out of ``t``)."""
+    if raw is not None:  # TensorProto without raw_data, then raw_data (field 9) from our bytes
+        h = TensorProto(name=t.name, data_type=t.data_type, dims=t.dims)
+        body = [h.SerializeToString(), _key(9, 2) + _varint(len(raw)), raw]
+    else:
+        body = [t.SerializeToString()]
+    n = sum(len(x) for x in body)
+    inner = _key(5, 2) + _varint(n)  # GraphProto.initializer = 5
+    return [_key(7, 2) + _varint(len(inner) + n) + inner] + body  # ModelProto.graph = 7
+
+
+def _write_model(f, model, raw=None, skip=(), before_header=None):
+    """Write ``model`` to the open file ``f`` as protobuf, in pieces.
+
+    Protobuf merges repeated occurrences of an embedded message field, so the file is written as one
+    ``graph { initializer {...} }`` fragment per weight tensor, followed by the model without weights
+    (field order is free in protobuf). Any protobuf reader (onnx.load, onnxruntime) sees one model;
+    peak memory stays near the model's own size instead of twice it. ``raw`` ({initializer: bytes})
+    supplies weight bytes already in memory; ``skip``: initializers already written to ``f``.
+    ``before_header()`` runs after the weights and before the rest is serialized.
+    """
+    raw = raw or {}
+    for t in model.graph.initializer:
+        if t.name in skip:
+            continue
+        for piece in _fragment(t, raw.get(t.name)):
+            f.write(piece)
+    if before_header is not None:
+        before_header()
     shell = onnx.ModelProto()
-    shell.CopyFrom(model) if len(model.graph.initializer) == 0 else _copy_without_initializers(model, shell)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(shell.SerializeToString())
-            for t in model.graph.initializer:
-                body = t.SerializeToString()
-                inner = _key(5, 2) + _varint(len(body))  # GraphProto.initializer = 5
-                f.write(_key(7, 2) + _varint(len(inner) + len(body)) + inner)  # ModelProto.graph = 7
-                f.write(body)
-                del body
+    _copy_without_initializers(model, shell)
+    f.write(shell.SerializeToString())
+
+
+class _FragmentWriter:
+    """Writes initializer fragments to a file on a second thread (file writes release the GIL), so
+    writing the weights overlaps with building the rest of the model."""
+
+    def __init__(self, f):
+        import queue
+        import threading
+
+        self.f, self.q, self.written, self.error = f, queue.Queue(maxsize=4), set(), None
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    for piece in item:
+                        self.f.write(piece)
+                except OSError as e:
+                    self.error = e
+
+    def __call__(self, tensor, raw):
+        self.q.put(_fragment(tensor, raw))
+        self.written.add(tensor.name)
+
+    def close(self):
+        self.q.put(None)
+        self.t.join()
+        if self.error is not None:
+            raise PreimageError(f"could not write the model: {self.error}")
+        return self.written
 
 
 def _is_repeated(field):

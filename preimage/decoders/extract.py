@@ -205,3 +205,27 @@ def _write_index(output, model, layer, size, shard_size, feature_dtype, pre, n_s
     }
     write_text_atomic(os.path.join(output, "index.json"), json.dumps(index, indent=1))
     return index
+
+
+def write_store(output, features, images, *, layer="features", preprocess=None, paths=None, shard_size=1024,
+                split=(0.8, 0.1, 0.1), seed=0):
+    """A feature store from arrays you already have: ``features`` N x ..., ``images`` N x 3 x H x W uint8 RGB
+    (the network input before mean/scale/channel order). For features computed elsewhere, and benchmarks."""
+    features, images = np.asarray(features), np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3 or len(images) != len(features):
+        raise PreimageError(f"images must be N x 3 x H x W uint8 with one row per feature row; got {images.dtype} "
+                            f"{list(images.shape)} for {len(features)} features")
+    output = os.fspath(output)
+    os.makedirs(output, exist_ok=True)
+    pre = preprocess or Preprocess()
+    paths = list(paths) if paths is not None else [f"array:{i}" for i in range(len(features))]
+    n_shards = (len(features) + shard_size - 1) // shard_size
+    for i in range(n_shards):
+        sl = slice(i * shard_size, (i + 1) * shard_size)
+        for kind, arr in (("features", features[sl]), ("images", images[sl])):
+            with atomic_path(os.path.join(output, shard_name(kind, i))) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, np.ascontiguousarray(arr))
+        meta = {"count": len(features[sl]), "paths": paths[sl], "skipped": [], "feature_shape": list(features.shape[1:])}
+        write_text_atomic(os.path.join(output, shard_name("shard", i)), json.dumps(meta))
+    return _write_index(output, None, layer, images.shape[2:], shard_size, str(features.dtype), pre, n_shards, split, seed)

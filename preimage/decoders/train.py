@@ -241,8 +241,10 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
     amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
     if amp and device.type != "cuda":
         raise PreimageError("mixed precision (--amp on) needs a CUDA device")
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    d_scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    # bfloat16 where the GPU has it: no loss scaling, so no GradScaler and its per-step host sync
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+    d_scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
 
     start, window, bal = 0, [0.0, 0], [None, None]
     if ckpt is not None:
@@ -311,7 +313,7 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
         gen.eval()
         sq = torch.zeros(2, device=device, dtype=torch.float64)
         mine = val_rows[rank::world]
-        with torch.no_grad(), torch.autocast(device.type, enabled=amp):
+        with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             for f, im in iterate_rows(store, mine, cfg.batch, device):
                 out = gen(f).float()
                 sq[0] += (out - target_tf(im)).double().pow(2).sum()
@@ -327,7 +329,7 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
 
     def recon_step(f, im):
         t = target_tf(im)
-        with torch.autocast(device.type, enabled=amp):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             out = ddp_gen(f)
         loss = F.mse_loss(out.float(), t)
         opt.zero_grad(set_to_none=True)
@@ -341,7 +343,7 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
         # The balancing rule needs last step's losses on the host: one sync per step (GAN training only).
         train_d, train_g = balance(*bal)
         t = target_tf(im)
-        with torch.autocast(device.type, enabled=amp):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             out = ddp_gen(f)
             real_feat = encoder(t)[cfg.feature_layer].detach()
             fake_feat = encoder(out)[cfg.feature_layer]
@@ -356,7 +358,7 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
             scaler.scale(g_loss).backward()
             scaler.step(opt)
             scaler.update()
-        with torch.autocast(device.type, enabled=amp):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             logits = ddp_disc(torch.cat([t, out.detach()]))
         labels = torch.cat([ones, torch.zeros_like(ones)])
         d_loss = F.cross_entropy(logits.float(), labels)

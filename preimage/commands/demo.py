@@ -1,0 +1,33 @@
+"""``preimage demo``: thin click layer over :func:`preimage.models.demo.run_demo`."""
+import click
+
+
+@click.command()
+@click.option("--out", "-o", "out", default="preimage-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder (models, reconstructions, report).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@click.option("--iters", type=int, help="Iterations with jitter (default 300; 4 with --quick).")
+@click.option("--fine-iters", type=int, help="Final iterations at 0.1x rate without jitter (default 50).")
+@click.option("--seeds", default=1, show_default=True, type=int, help="Random starts per image.")
+@click.option("--quick", is_flag=True, help="Tiny models and a few iterations: a smoke test in seconds.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
+def demo(out, device, iters, fine_iters, seeds, quick, quiet, images):
+    """Build bundled Caffe models, convert, validate, and invert sample photographs.
+
+    Writes an AlexNet-architecture and a PoseNet-architecture Caffe model with seeded random weights (the
+    AlexNet one also in the 2014 V1 layout), converts them to ONNX, checks ONNX Runtime against PyTorch
+    and V1 against current layout, then reconstructs the bundled photos (or IMAGES) from conv3, relu5,
+    fc8 (AlexNet) and conv4, fc5 (PoseNet). Open OUT/index.html afterwards. About 2-4 minutes on two
+    CPU cores (AlexNet is built at 1/4 width for that); seconds on a GPU.
+
+    \b
+    Examples:
+      preimage demo
+      preimage demo -o /tmp/demo --device cuda --seeds 2
+      preimage demo --quick
+    """
+    from ..models.demo import run_demo
+
+    run_demo(out, quick=quick, device=device, iters=iters, fine_iters=fine_iters, seeds=seeds,
+             images=list(images) or None, progress=not quiet, log=click.echo)

@@ -217,6 +217,37 @@ class Abs(nn.Module):
         return torch.abs(x)
 
 
+class Graph(nn.Module):
+    """nngraph's gModule: nodes run in topological order; node i is ``[module, parents, select]``.
+
+    ``module`` indexes ``self.branches`` (-1: no module, the node passes its input on), ``parents`` are
+    earlier nodes whose outputs form the node's input (a list; one parent gives its output itself),
+    ``select`` (1-based, 0 for none) picks one element of a table input (nngraph's split nodes).
+    The input node receives the graph's inputs; the output node's input is the graph's output.
+    """
+
+    def __init__(self, *modules, nodes, input_node, output_node):
+        super().__init__()
+        self.branches = nn.ModuleList(modules)
+        self.nodes = [(int(m), [int(p) for p in parents], int(sel)) for m, parents, sel in nodes]
+        self.input_node = input_node
+        self.output_node = output_node
+
+    def forward(self, *inputs):
+        if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+            inputs = tuple(inputs[0])
+        values = [None] * len(self.nodes)
+        for i, (mod, parents, select) in enumerate(self.nodes):
+            args = list(inputs) if i == self.input_node else [values[p] for p in parents]
+            if select:
+                out = args[0][select - 1]
+            else:
+                x = args[0] if len(args) == 1 else args
+                out = self.branches[mod](x) if mod >= 0 else x
+            values[i] = out
+        return values[self.output_node]
+
+
 CUSTOM_MODULES = {c.__name__: c for c in (
-    TorchSoftMax, TorchView, TorchReshape, Concat, Parallel, ConcatTable, ParallelTable, CAddTable,
+    Graph, TorchSoftMax, TorchView, TorchReshape, Concat, Parallel, ConcatTable, ParallelTable, CAddTable,
     CMulTable, JoinTable, SelectTable, MulConstant, AddConstant, Power, Abs)}

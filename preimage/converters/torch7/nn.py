@@ -169,6 +169,39 @@ def _identity(c):
     return c.node("Identity")
 
 
+@converts("nn.gModule")
+def _gmodule(c):
+    """nngraph: forwardnodes is the topological order; a node's data.mapindex lists its parents' data."""
+    order = c.get("forwardnodes")
+    nodes = order.to_list() if isinstance(order, LuaTable) else None
+    if not nodes or not all(isinstance(n, TorchObject) and isinstance(n.get("data"), LuaTable) for n in nodes):
+        raise c.error("field 'forwardnodes' should be a list of nngraph.Node")
+    position = {id(n["data"]): i for i, n in enumerate(nodes)}
+
+    def node_of(field):
+        n = c.get(field)
+        if not isinstance(n, TorchObject) or id(n.get("data")) not in position:
+            raise c.error(f"field '{field}' is not one of the graph's forward nodes")
+        return position[id(n["data"])]
+
+    spec, children = [], []
+    for i, n in enumerate(nodes):
+        data = n["data"]
+        mapindex = data.get("mapindex")
+        parents = mapindex.to_list() if isinstance(mapindex, LuaTable) else []
+        if any(id(p) not in position or position[id(p)] >= i for p in parents):
+            raise c.error(f"forward node {i + 1} has a parent that is not an earlier forward node")
+        module = data.get("module")
+        index = -1
+        if module is not None:
+            index = len(children)
+            children.append(convert_module(module, f"{c.path}.forwardnodes[{i + 1}].data.module", c.file))
+        select = data.get("selectindex") or 0
+        spec.append([index, [position[id(p)] for p in parents], int(select)])
+    return c.node("Graph", {"nodes": spec, "input_node": node_of("innode"), "output_node": node_of("outnode")},
+                  children)
+
+
 # ---------------------------------------------------------------- convolutions
 @converts("nn.SpatialConvolution", "nn.SpatialConvolutionMM", "cudnn.SpatialConvolution",
           "nn.SpatialDilatedConvolution", "cudnn.SpatialDilatedConvolution")

@@ -18,6 +18,16 @@ def _short(v):
     return repr(v)
 
 
+def _key_label(k, seen):
+    if isinstance(k, bool) or not isinstance(k, (int, float, str, bytes)):
+        if id(k) in seen:
+            return f"[key: {seen[id(k)]}]"
+        return f"[key: {k.typename}]" if isinstance(k, TorchObject) else f"[key: {type(k).__name__}]"
+    if isinstance(k, (int, float)):
+        return f"[{k}]"
+    return k if isinstance(k, str) else _short(k)
+
+
 def outline(root, *, max_depth=None, max_items=50, hide=_SKIP_DEFAULT):
     """Lines describing ``root`` (read with ``read_t7(..., tensors="raw")``).
 
@@ -72,8 +82,9 @@ def outline(root, *, max_depth=None, max_items=50, hide=_SKIP_DEFAULT):
         keys = sorted(table, key=_sort_key)
         shown = [k for k in keys if k not in hide]
         for k in shown[:max_items]:
-            sub = f"[{k}]" if isinstance(k, (int, float)) else f".{k}" if isinstance(k, str) else f"[{_short(k)}]"
-            walk(table[k], f"{k}: " if not isinstance(k, (int, float)) else f"[{k}]: ", path + sub, indent + 1, depth + 1)
+            key = _key_label(k, seen)
+            sub = key if key.startswith("[") else f".{key}"
+            walk(table[k], f"{key}: ", path + sub, indent + 1, depth + 1)
         if len(shown) > max_items:
             lines.append(f"{pad}  ... {len(shown) - max_items} more entries")
 

@@ -33,3 +33,15 @@ def test_pool_max_indices_agree(torch7_corpus):
                                                 ceil_mode=pool.ceil_mode, return_indices=True)
     np.testing.assert_array_equal(vals.numpy(), read_t7(d / "net_pool_max_output.txt"))
     np.testing.assert_array_equal(ours.numpy(), idx)
+
+
+def test_real_nngraph_gmodule(torch7_corpus):
+    """mod = nn.gModule({a, b}, {nn.CAddTable(){b, nn.Linear(1, 2)(a)}}) with a, b = nn.Identity()()."""
+    path = torch7_corpus / "real" / "gmodule_with_linear_identity.t7"
+    lin = next(m for m in read_t7(path)["modules"].to_list() if m.typename == "nn.Linear")
+    net = load_t7_model(path, dtype=torch.float64)
+    a, b = np.random.default_rng(0).standard_normal((2, 4, 1)), np.random.default_rng(1).standard_normal((4, 2))
+    expect = b + a[0] @ lin["weight"].T + lin["bias"]
+    got = net(torch.from_numpy(a[0]), torch.from_numpy(b)).numpy()
+    np.testing.assert_allclose(got, expect, rtol=1e-12)
+    np.testing.assert_allclose(net([torch.from_numpy(a[0]), torch.from_numpy(b)]).numpy(), expect, rtol=1e-12)

@@ -211,3 +211,22 @@ def test_root_table_with_one_model(tmp_path):
     net = load_t7_model(p)
     x = torch.randn(2, 3)
     assert torch.allclose(net(x), torch.tanh(x))
+
+
+def _gnode(module=None, parents=(), **extra):
+    data = {"mapindex": tw.lua_list(*[p.fields["data"] for p in parents]), **extra}
+    if module is not None:
+        data["module"] = module
+    return tw.Obj("nngraph.Node", {"data": data, "children": {}})
+
+
+def test_nngraph_residual_block(tmp_path):
+    c1, r1 = _conv(3, 3, 3, 3, pw=1, ph=1)
+    x = _gnode(input={})
+    conv = _gnode(c1, [x])
+    relu = _gnode(m("nn.ReLU"), [conv])
+    add = _gnode(m("nn.CAddTable"), [relu, x])
+    out = _gnode(None, [add])
+    g = tw.Obj("nn.gModule", {"forwardnodes": tw.lua_list(x, conv, relu, add, out), "innode": x, "outnode": out,
+                              "nInputs": 1, "modules": tw.lua_list(c1)})
+    _check(tmp_path, g, lambda v: np.maximum(r1(v), 0) + v, rand(2, 3, 5, 4))

@@ -45,6 +45,7 @@ class Report:
     grad_rtol: float
     rows: List[Row] = field(default_factory=list)
     unmatched: List[str] = field(default_factory=list)
+    conditioned: int = 0  # max pools / ReLUs that took their decisions from the reference (grads)
 
     @property
     def ok(self):
@@ -60,6 +61,8 @@ class Report:
         text = f"{'PASS' if self.ok else 'FAIL'}: {n - bad}/{n} tensors within tolerance"
         if worst is not None:
             text += f", worst relative error {worst:.2e} (rtol {self.rtol:g}, grads {self.grad_rtol:g})"
+        if self.conditioned:
+            text += f"; gradients use the reference's argmax/ReLU decisions in {self.conditioned} layers"
         if self.unmatched:
             text += f"; {len(self.unmatched)} reference name(s) match nothing in the model: {', '.join(self.unmatched)}"
         return text
@@ -84,6 +87,7 @@ class Report:
     def to_json(self):
         return {"model": self.model, "reference": self.reference, "ok": self.ok, "rtol": self.rtol,
                 "grad_rtol": self.grad_rtol, "summary": self.summary(), "unmatched": self.unmatched,
+                "grad_decisions_from_reference": self.conditioned,
                 "rows": [asdict(r) for r in self.rows]}
 
 
@@ -206,12 +210,15 @@ def _run_onnxruntime(model, inputs, values):
 
 
 def validate(model, reference, input=None, grads=None, keys="blobs", backend="torch", rtol=1e-5,
-             grad_rtol=1e-4, device="cpu"):
+             grad_rtol=1e-4, device="cpu", decisions="reference"):
     """Run ``model`` on the reference input and compare; returns a :class:`Report` (``.ok``, ``.table()``).
 
     ``model``: .onnx path, ModelProto or .prototxt (converted with its .caffemodel). ``reference``: .npz,
     .npy or folder of .npy. ``keys``: ``"blobs"`` or ``"layers"``. ``backend``: ``"torch"``,
     ``"onnxruntime"`` or ``"both"``. ``grads``: an .npz with ``R/<blob>`` and ``dx/...`` entries.
+    ``decisions``: ``"reference"`` (default) lets max pooling and ReLU take their argmax / on-off
+    decisions from the reference activations while gradients are checked (float32 rounding flips
+    near-ties between Caffe and torch; see ``onnx_torch/decisions.py``); ``"model"`` uses the model's own.
     """
     import torch
 
@@ -256,7 +263,11 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
             for name in found:
                 report.rows.append(_compare(name, "torch", "value", out[name].cpu().numpy(), ref[name], rtol))
         if grad_found:
-            _check_grads(report, net_g, inputs, grad_ref, grad_found, dev, grad_rtol)
+            given = {}
+            if decisions == "reference":
+                for name, value in found.items():
+                    given[value] = torch.from_numpy(np.asarray(ref[name], np.float32)).to(dev)
+            _check_grads(report, net_g, inputs, grad_ref, grad_found, dev, grad_rtol, given)
     if "onnxruntime" in backends:
         out = _run_onnxruntime(onnx_model, inputs, list(found.values()))
         for name, value in found.items():
@@ -267,30 +278,71 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
     return report
 
 
-def _check_grads(report, net, inputs, grad_ref, grad_found, device, rtol):
+NOISE_FACTOR = 4.0
+
+
+def _input_grads(net, inputs, given, blobs, R, dtype, device):
+    """{(blob, input): gradient of sum(blob * R[blob]) w.r.t. each input} at ``dtype``."""
     import torch
 
-    input_names = list(net.all_input_names)
-    xs = {n: torch.from_numpy(inputs[n]).to(device).requires_grad_() for n in input_names}
-    out = net(**{n: xs[n] for n in net.input_names})
-    for blob in grad_found:
-        R = torch.from_numpy(np.asarray(grad_ref[f"R/{blob}"], np.float32)).to(device)
+    from .onnx_torch.decisions import reference_decisions
+
+    names = list(net.input_names)
+    xs = {n: torch.from_numpy(inputs[n]).to(device=device, dtype=dtype).requires_grad_() for n in names}
+    given = {k: v.to(dtype) for k, v in given.items()}
+    with reference_decisions(net, given) as n_conditioned:
+        out = net(**xs)
+    grads = {}
+    for blob in blobs:
         value = out[blob]
-        if tuple(R.shape) != tuple(value.shape):
-            report.rows.append(Row(blob, "torch", "grad", list(value.shape), list(R.shape), None, None, None, False,
-                                   f"R/{blob} has shape {list(R.shape)}, the blob {list(value.shape)}"))
+        if tuple(R[blob].shape) != tuple(value.shape):
             continue
-        wrt = [n for n in input_names if n in net.input_names]
-        gs = torch.autograd.grad((value * R).sum(), [xs[n] for n in wrt], retain_graph=True, allow_unused=True)
-        g = dict(zip(wrt, gs))
-        for n in input_names:
-            key = f"dx/{blob}" if len(input_names) == 1 else f"dx/{n}/{blob}"
+        gs = torch.autograd.grad((value * R[blob].to(dtype)).sum(), [xs[n] for n in names], retain_graph=True,
+                                 allow_unused=True)
+        for n, g in zip(names, gs):
+            grads[blob, n] = (torch.zeros_like(xs[n]) if g is None else g).detach().double().cpu().numpy()
+    return grads, {b: list(out[b].shape) for b in blobs}, n_conditioned
+
+
+def _check_grads(report, net, inputs, grad_ref, grad_found, device, rtol, given):
+    """Rows for every dx/... entry. A row beyond ``rtol`` gets a second chance only if the gradient is
+    ill-conditioned: when float32 itself cannot resolve it (the model's float32 and float64 gradients
+    differ by ``noise``), the tolerance is NOISE_FACTOR x noise (e.g. the input gradient of a saturated
+    softmax, which both Caffe and torch compute from a catastrophic cancellation)."""
+    import copy
+
+    import torch
+
+    all_inputs = list(net.all_input_names)
+    R = {b: torch.from_numpy(np.asarray(grad_ref[f"R/{b}"], np.float32)).to(device) for b in grad_found}
+    g32, shapes, report.conditioned = _input_grads(net, inputs, given, list(grad_found), R, torch.float32, device)
+    pending = []
+    for blob in grad_found:
+        if [int(d) for d in R[blob].shape] != shapes[blob]:
+            report.rows.append(Row(blob, "torch", "grad", shapes[blob], list(R[blob].shape), None, None, None, False,
+                                   f"R/{blob} has shape {list(R[blob].shape)}, the blob {shapes[blob]}"))
+            continue
+        for n in all_inputs:
+            key = f"dx/{blob}" if len(all_inputs) == 1 else f"dx/{n}/{blob}"
             if key not in grad_ref:
                 continue
-            got = g.get(n)
-            got = torch.zeros_like(xs[n]) if got is None else got  # the blob does not depend on this input
-            label = blob if len(input_names) == 1 else f"{blob} wrt {n}"
-            report.rows.append(_compare(label, "torch", "grad", got.detach().cpu().numpy(), grad_ref[key], rtol))
+            label = blob if len(all_inputs) == 1 else f"{blob} wrt {n}"
+            got = g32.get((blob, n))
+            if got is None:  # the requested outputs do not depend on this input at all
+                got = np.zeros(inputs[n].shape)
+            row = _compare(label, "torch", "grad", got, grad_ref[key], rtol)
+            report.rows.append(row)
+            if not row.passed and row.rel_err is not None and (blob, n) in g32:
+                pending.append((row, blob, n))
+    if pending:
+        net64 = copy.deepcopy(net).to(torch.float64)
+        g64, _, _ = _input_grads(net64, inputs, given, sorted({b for _, b, _ in pending}), R, torch.float64, device)
+        for row, blob, n in pending:
+            noise = float(np.abs(g32[blob, n] - g64[blob, n]).max()) / row.max_ref if row.max_ref else 0.0
+            if row.rel_err <= NOISE_FACTOR * noise:
+                row.passed = True
+                row.note = (f"ill-conditioned: float32 vs float64 differ by {noise:.1e}; "
+                            f"passes within {NOISE_FACTOR:g}x that")
 
 
 def write_json(report, path):

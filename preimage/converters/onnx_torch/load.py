@@ -67,7 +67,7 @@ def _convert(pruned, where):
 
     _check_supported(pruned, where)
     try:
-        return onnx2torch.convert(pruned)
+        return onnx2torch.convert(pruned, attach_onnx_mapping=True)
     except NotImplementedError as e:
         raise UnsupportedError(f"onnx2torch cannot convert this graph: {e}", path=where) from None
 

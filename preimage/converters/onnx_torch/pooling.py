@@ -65,26 +65,48 @@ class Pool2d(nn.Module):
         self.count_include_pad = bool(count_include_pad)
         self.symmetric = self.pads_begin == self.pads_end
         self._divisors = {}
+        self.decide_from = None  # max pooling: take the argmax from this tensor (see decisions.py)
 
     def extra_repr(self):
         return (f"{self.mode}, kernel={self.kernel}, strides={self.strides}, pads={self.pads_begin + self.pads_end}, "
                 f"ceil_mode={self.ceil_mode}, count_include_pad={self.count_include_pad}")
 
     def forward(self, x):
+        if self.mode == "max" and self.decide_from is not None and self.decide_from.shape == x.shape:
+            return self._max_at_reference_argmax(x)
         if self.symmetric:
             if self.mode == "max":
                 return F.max_pool2d(x, self.kernel, self.strides, self.pads_begin, self.dilations, self.ceil_mode)
             return F.avg_pool2d(x, self.kernel, self.strides, self.pads_begin, self.ceil_mode, self.count_include_pad)
         return self._asymmetric(x)
 
-    def _asymmetric(self, x):
-        size = x.shape[-2:]
+    def _max_at_reference_argmax(self, x):
+        """x gathered at the argmax of ``decide_from`` (same windows, same cropping as forward)."""
+        ref, xs = self.decide_from, x
+        extra, want = self._extra_end_pad(x.shape[-2:])
+        if any(extra):
+            ref = F.pad(ref, (0, extra[1], 0, extra[0]), value=float("-inf"))
+            xs = F.pad(x, (0, extra[1], 0, extra[0]), value=float("-inf"))
+        ceil = True if not self.symmetric else self.ceil_mode
+        _, idx = F.max_pool2d(ref, self.kernel, self.strides, self.pads_begin, self.dilations, ceil, return_indices=True)
+        y = xs.flatten(2).gather(2, idx.flatten(2)).view(idx.shape)
+        return y if self.symmetric else y[..., :want[0], :want[1]]
+
+    def _extra_end_pad(self, size):
+        """(explicit end padding needed, ONNX output size) for the asymmetric path."""
         want = [onnx_pool_size(size[i], self.kernel[i], self.strides[i], self.pads_begin[i], self.pads_end[i],
                                self.dilations[i], self.ceil_mode) for i in range(2)]
+        if self.symmetric:
+            return [0, 0], want
         have = [_torch_ceil_size(size[i], self.kernel[i], self.strides[i], self.pads_begin[i], self.dilations[i])
                 for i in range(2)]
         extra = [max(0, (want[i] - 1) * self.strides[i] + self.dilations[i] * (self.kernel[i] - 1) + 1
                      - self.pads_begin[i] - size[i]) if have[i] < want[i] else 0 for i in range(2)]
+        return extra, want
+
+    def _asymmetric(self, x):
+        size = x.shape[-2:]
+        extra, want = self._extra_end_pad(size)
         if any(extra):  # end pad much larger than the begin pad: pad the end explicitly (rare)
             fill = float("-inf") if self.mode == "max" else 0.0
             x = F.pad(x, (0, extra[1], 0, extra[0]), value=fill)

@@ -1,0 +1,69 @@
+"""Taking max-pooling and ReLU decisions from reference activations, for gradient checks.
+
+A max-pooling window whose two largest values differ by less than float32 rounding (1e-6 relative)
+can pick a different argmax in Caffe (OpenBLAS) and in torch (MKL-DNN): the forward values still agree
+to 1e-6, but the gradient for that window goes to a different pixel, an error of order one on a
+patch of the input gradient. ReLU inputs within rounding of zero flip the same way. To compare
+gradients with a reference (``preimage validate --grads``) the converted module can take these
+discrete decisions from the reference's own activations: max pooling gathers its input at the argmax
+of the reference input, ReLU multiplies by the reference's ``> 0`` mask. Everything continuous stays
+the module's own computation, so a wrong weight or rule still shows.
+
+This module also registers the Relu converter (a ReLU that can be told its mask); without a
+reference it is ``torch.relu``.
+"""
+import contextlib
+
+import torch
+from torch import nn
+
+from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+
+from .registry import override
+
+
+class ReLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.decide_from = None  # a tensor whose > 0 mask replaces x > 0 (see module docstring)
+
+    def forward(self, x):
+        if self.decide_from is not None and self.decide_from.shape == x.shape:
+            return x * (self.decide_from > 0).to(x.dtype)
+        return torch.relu(x)
+
+
+@override("Relu")
+def convert_relu(node, graph):
+    return OperationConverterResult(torch_module=ReLU(), onnx_mapping=onnx_mapping_from_node(node))
+
+
+@contextlib.contextmanager
+def reference_decisions(net, values):
+    """Within the block, max pools and ReLUs of ``net`` (a FeatureExtractor) decide from ``values``.
+
+    ``values``: ``{ONNX value name: tensor}`` (reference activations, on the net's device). A max pool
+    uses the reference of its input, a ReLU that of its output (or input). Yields the number of
+    modules conditioned.
+    """
+    from .pooling import Pool2d
+
+    touched = []
+    try:
+        for module in net.modules():
+            mapping = getattr(module, "onnx_mapping", None)
+            if mapping is None:
+                continue
+            ref = None
+            if isinstance(module, Pool2d) and module.mode == "max":
+                ref = values.get(mapping.inputs[0])
+            elif isinstance(module, ReLU):
+                ref = values.get(mapping.outputs[0])
+                ref = values.get(mapping.inputs[0]) if ref is None else ref
+            if ref is not None:
+                module.decide_from = ref
+                touched.append(module)
+        yield len(touched)
+    finally:
+        for module in touched:
+            module.decide_from = None

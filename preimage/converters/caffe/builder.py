@@ -34,11 +34,14 @@ def numel(shape):
 
 
 class Builder:
-    def __init__(self, path, weights=None, weights_path=None, param_owners=None, random_seed=None):
+    def __init__(self, path, weights=None, weights_path=None, param_owners=None, random_seed=None,
+                 weightless=False):
         self.path = path  # the prototxt, for error messages
         self.weights = weights or {}
         self.weights_path = weights_path
         self.random_seed = random_seed  # not None: make seeded random blobs instead of reading weights
+        self.weightless = weightless  # structure only: weights become typed graph inputs, no data
+        self.weight_inputs = []  # (name, shape) in weightless mode
         self.param_owners = param_owners or {}  # param name -> [layer names sharing it, in net order]
         # The model is filled in place: copying 61M weights between protobuf messages costs time and memory.
         self.model = onnx.ModelProto()
@@ -140,10 +143,10 @@ class Builder:
                              f"more than this machine's memory")
         name = self.layer.name
         pname = self.layer.param[index].name if index < len(self.layer.param) else ""
-        if self.random_seed is not None:
-            if pname and pname in self.shared:
+        if self.random_seed is not None or self.weightless:
+            if pname and pname in self.shared and self.shared[pname][2] is not None:
                 return self.shared[pname][2]
-            arr = random_blob(shape, kind, fan_in, self.random_seed, name, index)
+            arr = random_blob(shape, kind, fan_in, self.random_seed or 0, name, index)
         else:
             arr = self._find_blob(index, shape, pname, label)
         self.used_blobs.setdefault(name, {})[index] = arr
@@ -178,8 +181,14 @@ class Builder:
                                  f"but this layer needs {list(store_shape)}")
             self.used_blobs.setdefault(self.layer.name, {})[index] = self.shared[pname][2]
             return init
-        arr = self.blob_array(index, shape, kind, fan_in, label)
         hint = {0: "weight", 1: "bias"}.get(index, f"blob{index}") if kind in ("weight", "bias") else kind
+        if self.weightless:
+            init = self.fresh(hint)
+            self.weight_inputs.append((init, store_shape))
+            if pname:
+                self.shared[pname] = (init, store_shape, None)
+            return init
+        arr = self.blob_array(index, shape, kind, fan_in, label)
         init = self.fresh(hint)
         t = self.graph.initializer.add()
         raw = fill_tensor(t, arr.reshape(store_shape), init)

@@ -51,7 +51,9 @@ def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_wei
 
 
 def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
-                       _collect_blobs=None):
+                       weightless=False, _collect_blobs=None):
+    """:func:`convert_caffe` returning a :class:`Conversion` (model, notices). ``weightless=True``: no
+    weights at all, they become typed graph inputs (for describing a net's structure cheaply)."""
     prototxt = os.fspath(prototxt)
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset not in SUPPORTED_OPSETS:
@@ -60,6 +62,8 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
     spec = read_net(prototxt)
     notices = list(spec.notices)
     wdict, wsha = None, None
+    if weightless:
+        random_weights = True
     if not random_weights:
         if weights is None:
             weights = find_weights(prototxt)
@@ -72,7 +76,8 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
             raise UnsupportedError("HDF5 caffemodels are not supported; save the net as a binary .caffemodel",
                                    path=weights)
         wdict, wsha = read_caffemodel(weights, lazy_hash=True)
-    b = Builder(prototxt, wdict, weights, _param_owners(spec), random_seed=seed if random_weights else None)
+    b = Builder(prototxt, wdict, weights, _param_owners(spec), random_seed=seed if random_weights else None,
+                weightless=weightless)
 
     def finish_metadata():  # the caffemodel's sha256 is finished on a thread while weights are written
         sources = {"prototxt": {"file": os.path.basename(prototxt), "sha256": sha256_file(prototxt)}}
@@ -271,13 +276,16 @@ def _build(spec, b, notices, opset):
                 data_layers[top] = layer
                 outs.append(top)
             # the layer's own output value(s): the inputs themselves when the names agree
-            vals = _layer_values(b, layer)
+            if len(layer.top) == 1 and layer.top[0] == layer.name:
+                vals = [layer.name]
+            else:
+                vals = _layer_values(b, layer)
             b.begin(layer, vals)
             for top, val in zip(layer.top, vals):
                 if val != top:
                     b.op("Identity", [top], out=val, shape=b.shapes[top])
                     value_shapes.append((val, b.shapes[top]))
-            layer_meta.append({"name": layer.name, "type": t, "bottoms": [], "tops": list(layer.top), "values": vals})
+            layer_meta.append({"name": layer.name, "type": t, "bottoms": [], "tops": list(layer.top), "value": vals[0], "values": vals})
             continue
         emit = EMITTERS.get(t)
         if emit is None:
@@ -308,7 +316,7 @@ def _build(spec, b, notices, opset):
                 available.remove(top)
             available.append(top)
         layer_meta.append({"name": layer.name, "type": t, "bottoms": list(layer.bottom), "tops": list(layer.top),
-                           "values": vals})
+                           "value": vals[0], "values": vals})
 
     # inputs nothing uses (e.g. a Data layer's label) are left out of the graph
     used_inputs = [(n, s) for n, s in graph_inputs if consumers.get(n) or any(
@@ -326,6 +334,7 @@ def _build(spec, b, notices, opset):
     g.name = spec.name or "caffe_net"
     g.node.extend(b.nodes)
     g.input.extend(_value_info(n, s, batch) for n, s in graph_inputs)
+    g.input.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in b.weight_inputs)
     g.output.extend(_value_info(o, b.shapes[o], batch) for o in outputs)
     g.value_info.extend(_value_info(v, s, batch) for v, s in value_shapes if v not in set(outputs) and v not in in_names)
     model.opset_import.append(helper.make_opsetid("", opset))

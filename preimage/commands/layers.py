@@ -1,0 +1,79 @@
+"""``preimage layers MODEL``: a thin click layer over :func:`preimage.converters.geometry.layer_table`."""
+import json
+
+import click
+
+
+def _fmt_shape(s):
+    if not s:
+        return "?"
+    return "x".join("N" if d is None else str(d) for d in s)
+
+
+def _fmt_rf(rf):
+    if not rf:
+        return ""
+    (sh, sw), (th, tw) = rf["size"], rf["stride"]
+    size = f"{sh}" if sh == sw else f"{sh}x{sw}"
+    stride = f"{th}" if th == tw else f"{th}x{tw}"
+    return f"{size} / {stride}"
+
+
+@click.command("layers", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--blobs/--no-blobs", default=True, show_default=True, help="Also list the Caffe blobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON instead.")
+def layers(model, blobs, as_json):
+    """List a model's layers and blobs: output shapes and receptive fields.
+
+    MODEL is a converted .onnx or a Caffe .prototxt (read for its structure only, no weights needed).
+    For each layer: its type, the ONNX value holding its output, the output shape (batch as declared)
+    and, for layers computed from the image, the receptive field in input pixels: size / stride
+    (as in Mahendran & Vedaldi's tables: AlexNet conv1 11/4, pool5 195/32, fc6 355/32).
+
+    \b
+    Examples:
+      preimage layers alexnet.onnx
+      preimage layers deploy.prototxt --no-blobs
+      preimage layers alexnet.onnx --json > alexnet_layers.json
+    """
+    import os
+
+    from ..converters.geometry import layer_table
+    from ..errors import PreimageError
+
+    if not os.path.isfile(model):
+        raise PreimageError("no such model file", path=model)
+    if not (model.endswith(".onnx") or model.endswith(".prototxt")):
+        raise PreimageError("expected a .onnx model or a Caffe .prototxt", path=model)
+    if model.endswith(".onnx"):
+        import onnx
+
+        try:
+            onnx.load(model, load_external_data=False)
+        except Exception as e:  # a damaged file: say so in one line
+            raise PreimageError(f"not a readable ONNX model ({str(e).splitlines()[0][:120]})", path=model) from None
+    table = layer_table(model)
+    if as_json:
+        click.echo(json.dumps(table, indent=1))
+        return
+    ins = ", ".join(f"{n} {_fmt_shape(s)}" for n, s in table["inputs"].items())
+    click.echo(f"inputs: {ins}")
+    rows = [("layer", "type", "output value", "shape", "RF size / stride")]
+    for r in table["layers"]:
+        vals = r["values"]
+        rows.append((r["name"], r["type"], vals[0] + (f" (+{len(vals) - 1})" if len(vals) > 1 else ""),
+                     _fmt_shape(r["shape"]), _fmt_rf(r["receptive_field"])))
+    _print_rows(rows)
+    if blobs and table["blobs"]:
+        click.echo("")
+        rows = [("blob", "final value", "shape", "RF size / stride")]
+        for r in table["blobs"]:
+            rows.append((r["blob"], r["value"], _fmt_shape(r["shape"]), _fmt_rf(r["receptive_field"])))
+        _print_rows(rows)
+
+
+def _print_rows(rows):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -17,7 +17,7 @@ CHECKPOINT_FORMAT = "preimage.torch7-checkpoint/1"
 
 # Only these classes can be named by a description (a checkpoint cannot make us build anything else).
 MODULES = {name: getattr(nn, name) for name in (
-    "Sequential", "Identity", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
+    "Sequential", "Identity", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm2d",
     "ReLU", "Threshold", "LeakyReLU", "PReLU", "ELU", "Tanh", "Sigmoid", "Linear", "MaxPool2d", "AvgPool2d",
     "Upsample", "LocalResponseNorm", "ZeroPad2d", "ReflectionPad2d", "ReplicationPad2d", "Hardtanh",
     "Softplus")}

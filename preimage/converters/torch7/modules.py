@@ -212,6 +212,54 @@ class Power(nn.Module):
         return x * x if self.p == 2 else torch.sqrt(x) if self.p == 0.5 else torch.pow(x, self.p)
 
 
+class UpsampleBilinear(nn.Module):
+    """nn.SpatialUpSamplingBilinear: corners aligned; output (H - 1) * s + 1 (scale s) or a fixed size."""
+
+    def __init__(self, scale_factor=None, size=None):
+        super().__init__()
+        self.scale_factor = scale_factor
+        self.size = None if size is None else tuple(int(v) for v in size)
+
+    def forward(self, x):
+        if self.size is not None:
+            size = self.size
+        else:
+            size = tuple((int(n) - 1) * self.scale_factor + 1 for n in x.shape[-2:])
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+class Narrow(nn.Module):
+    """nn.Narrow: ``length`` elements from (1-based) ``index`` along (1-based) ``dimension``;
+    negative index/length count from the end, as in Torch7."""
+
+    def __init__(self, dimension, index, length):
+        super().__init__()
+        self.dimension, self.index, self.length = dimension, index, length
+
+    def forward(self, x):
+        d = self.dimension - 1
+        n = x.shape[d]
+        start = self.index - 1 if self.index > 0 else n + self.index
+        length = self.length if self.length > 0 else n - start + self.length + 1
+        return x.narrow(d, start, length)
+
+
+class Reduce(nn.Module):
+    """nn.Sum / nn.Mean over (1-based) ``dimension``; with ``n_input_dims``, a batched input shifts it."""
+
+    def __init__(self, dimension, mean=False, n_input_dims=None):
+        super().__init__()
+        self.dimension, self.mean, self.n_input_dims = dimension, mean, n_input_dims
+
+    def forward(self, x):
+        d = self.dimension
+        if d < 0:
+            d = x.dim() + d + 1
+        elif self.n_input_dims is not None and x.dim() == self.n_input_dims + 1:
+            d += 1
+        return x.mean(d - 1) if self.mean else x.sum(d - 1)
+
+
 class Abs(nn.Module):
     def forward(self, x):
         return torch.abs(x)
@@ -250,4 +298,4 @@ class Graph(nn.Module):
 
 CUSTOM_MODULES = {c.__name__: c for c in (
     Graph, TorchSoftMax, TorchView, TorchReshape, Concat, Parallel, ConcatTable, ParallelTable, CAddTable,
-    CMulTable, JoinTable, SelectTable, MulConstant, AddConstant, Power, Abs)}
+    CMulTable, JoinTable, SelectTable, MulConstant, AddConstant, Power, Abs, UpsampleBilinear, Narrow, Reduce)}

@@ -54,12 +54,16 @@ class Ctx:
 
     def int(self, name, default=_REQUIRED):
         v = self.get(name, default)
+        if v is None:
+            return None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v:
             raise self.error(f"field '{name}' should be an integer, found {v!r}")
         return int(v)
 
     def float(self, name, default=_REQUIRED):
         v = self.get(name, default)
+        if v is None:
+            return None
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.error(f"field '{name}' should be a number, found {v!r}")
         return float(v)
@@ -279,6 +283,17 @@ def _batch_norm(c):
                   tensors={"weight": weight, "bias": bias, "running_mean": mean, "running_var": var})
 
 
+@converts("nn.InstanceNormalization")
+def _instance_norm(c):
+    """The InstanceNormalization of fast-neural-style (and others): per-sample, per-channel statistics
+    (biased variance) at test time too, then an affine weight and bias."""
+    weight = c.tensor("weight")
+    n = weight.size
+    bias = c.tensor("bias", (n,))
+    return c.node("InstanceNorm2d", dict(num_features=n, eps=c.float("eps", 1e-5), affine=True),
+                  tensors={"weight": weight.reshape(n), "bias": bias})
+
+
 @converts("nn.SpatialCrossMapLRN", "cudnn.SpatialCrossMapLRN")
 def _lrn(c):
     size = c.int("size", 5)
@@ -432,6 +447,29 @@ def _upsample_nearest(c):
     if not s or s < 1:
         raise c.error("missing or bad 'scale_factor'")
     return c.node("Upsample", dict(scale_factor=float(s), mode="nearest"))
+
+
+@converts("nn.SpatialUpSamplingBilinear")
+def _upsample_bilinear(c):
+    s = c.int("scale_factor", None)
+    if s is not None:
+        if s < 1:
+            raise c.error(f"bad scale_factor {s}")
+        return c.node("UpsampleBilinear", dict(scale_factor=s))
+    return c.node("UpsampleBilinear", dict(size=(c.int("oheight"), c.int("owidth"))))
+
+
+@converts("nn.Narrow")
+def _narrow(c):
+    return c.node("Narrow", dict(dimension=c.int("dimension"), index=c.int("index"), length=c.int("length", 1)))
+
+
+@converts("nn.Sum", "nn.Mean")
+def _reduce(c):
+    n = c.get("nInputDims", None)
+    mean = c.m.typename == "nn.Mean" or c.bool("sizeAverage", False)
+    return c.node("Reduce", dict(dimension=c.int("dimension", 1), mean=mean,
+                                 n_input_dims=None if n is None else c.int("nInputDims")))
 
 
 def _pads(c):

@@ -118,3 +118,26 @@ def pad(x, l, r, t, b, mode):
         x = x[:, :, max(-t, 0):x.shape[2] - max(-b, 0), max(-l, 0):x.shape[3] - max(-r, 0)]
         return np.pad(x, ((0, 0), (0, 0), (max(t, 0), max(b, 0)), (max(l, 0), max(r, 0))))
     return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), mode=mode)
+
+
+def bilinear_align_corners(x, ho, wo):
+    """Bilinear resampling with corner pixels aligned (Torch7's SpatialUpSamplingBilinear)."""
+    n, c, h, w = x.shape
+
+    def coords(o, i):
+        src = np.arange(o) * ((i - 1) / (o - 1) if o > 1 else 0.0)
+        lo = np.minimum(np.floor(src).astype(int), i - 1)
+        hi = np.minimum(lo + 1, i - 1)
+        return lo, hi, src - lo
+
+    y0, y1, fy = coords(ho, h)
+    x0, x1, fx = coords(wo, w)
+    top = x[:, :, y0][:, :, :, x0] * (1 - fx) + x[:, :, y0][:, :, :, x1] * fx
+    bot = x[:, :, y1][:, :, :, x0] * (1 - fx) + x[:, :, y1][:, :, :, x1] * fx
+    return top * (1 - fy)[:, None] + bot * fy[:, None]
+
+
+def instance_norm(x, weight, bias, eps):
+    mean = x.mean(axis=(2, 3), keepdims=True)
+    var = x.var(axis=(2, 3), keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight[None, :, None, None] + bias[None, :, None, None]

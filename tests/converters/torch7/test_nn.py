@@ -230,3 +230,20 @@ def test_nngraph_residual_block(tmp_path):
     g = tw.Obj("nn.gModule", {"forwardnodes": tw.lua_list(x, conv, relu, add, out), "innode": x, "outnode": out,
                               "nInputs": 1, "modules": tw.lua_list(c1)})
     _check(tmp_path, g, lambda v: np.maximum(r1(v), 0) + v, rand(2, 3, 5, 4))
+
+
+def test_bilinear_instance_norm_narrow_mean(tmp_path):
+    x = rand(2, 4, 5, 3)
+    w, b = rand(4), rand(4)
+    cases = [
+        (m("nn.SpatialUpSamplingBilinear", scale_factor=3), lambda v: npref.bilinear_align_corners(v, 13, 7)),
+        (m("nn.SpatialUpSamplingBilinear", oheight=8, owidth=6), lambda v: npref.bilinear_align_corners(v, 8, 6)),
+        (m("nn.InstanceNormalization", weight=w, bias=b, eps=1e-5, nOutput=4),
+         lambda v: npref.instance_norm(v, w, b, 1e-5)),
+        (m("nn.Narrow", dimension=2, index=2, length=2), lambda v: v[:, 1:3]),
+        (m("nn.Narrow", dimension=4, index=-2, length=-1), lambda v: v[:, :, :, 1:]),
+        (m("nn.Mean", dimension=1, nInputDims=3), lambda v: v.mean(axis=1)),
+        (m("nn.Sum", dimension=3, sizeAverage=False), lambda v: v.sum(axis=2)),
+    ]
+    for mod, ref in cases:
+        _check(tmp_path, mod, ref, x)

@@ -20,6 +20,7 @@ every count against the bytes left before allocating, walks nested objects with 
 (no Python recursion, bounded depth), and returns big storages as views into a copy-on-write memory
 map of the file instead of copying them.
 """
+import math
 import mmap
 import os
 import re
@@ -143,9 +144,7 @@ def _detect_mode(data, path):
 
 def _number(x):
     """Lua numbers are doubles; integral ones come back as int (sizes, counts, indices)."""
-    if x == x and x not in (float("inf"), float("-inf")) and x.is_integer() and abs(x) < 2**53:
-        if x == 0 and str(x).startswith("-"):
-            return x
+    if math.isfinite(x) and x.is_integer() and abs(x) < 2**53 and not (x == 0 and math.copysign(1, x) < 0):
         return int(x)
     return x
 

@@ -109,6 +109,14 @@ class AsciiStream(_Stream):
         if n > self.remaining:
             self.fail(f"file ends inside {what}: expected {n} numbers but only {self.remaining} bytes are left "
                       "(truncated file?)")
+        if n > 16:  # fast path: Torch7 writes the n numbers of one write on one line
+            end = self.data.find(b"\n", self.pos)
+            if end >= 0:
+                line = self.data[self.pos:end]
+                toks = line.split()
+                if len(toks) == n:
+                    self.pos = end + 1
+                    return [(t, self.pos) for t in toks]
         out = []
         pos = self.pos
         for _ in range(n):

@@ -326,6 +326,8 @@ class _Reader:
     def _view(self, name, code, shape, strides, offset, storage, start):
         if any(n < 0 for n in shape):
             self.fail(f"{name} has a negative size {shape}", start)
+        if any(n > 1 << 40 for n in shape):
+            self.fail(f"{name} has an absurd size {shape}", start)
         if any(st < 0 for st in strides):
             self.fail(f"{name} has a negative stride {strides}", start)
         count = 1

@@ -215,6 +215,7 @@ def test_absurd_sizes(tmp_path):
     t = tw.Tensor("torch.FloatTensor", [2**30, 2**30], [0, 0], 1, tw.Storage("torch.FloatStorage", np.zeros(1)))
     _bad(tmp_path, tw.dumps(t), "absurd size")
     _bad(tmp_path, b"\x03\x00\x00\x00\x01\x00\x00\x00\xff\xff\xff\x7f", "table entries")
+    _bad(tmp_path, tw.dumps(tw.Tensor("torch.FloatTensor", [0, 2**50], [1, 1], 1, None)), "absurd size")
 
 
 def test_wrong_long_size_forced(tmp_path):

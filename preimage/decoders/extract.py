@@ -50,7 +50,7 @@ def resolve_encoder(model, layer, device="cpu"):
             from ..converters.onnx_torch.load import load_features
         except ImportError as e:
             raise PreimageError(f"loading models needs the ONNX -> PyTorch converter, which is not available ({e})") from None
-        model = load_features(os.fspath(model), [layer], device=device)
+        model = load_features(os.fspath(model), [layer] if isinstance(layer, str) else list(layer), device=device)
     pre = getattr(model, "preprocess", None) or Preprocess()
     return model, pre
 

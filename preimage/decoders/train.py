@@ -341,13 +341,14 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
 
     def gan_step(f, im):
         # The balancing rule needs last step's losses on the host: one sync per step (GAN training only).
+        # Under DDP the losses are averaged over ranks first, so every rank takes the same decision.
         train_d, train_g = balance(*bal)
         t = target_tf(im)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        with torch.set_grad_enabled(train_g), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             out = ddp_gen(f)
             real_feat = encoder(t)[cfg.feature_layer].detach()
             fake_feat = encoder(out)[cfg.feature_layer]
-            logits_fake = ddp_disc(out)
+            logits_fake = model.discriminator(out)  # not the DDP wrapper: no gradient sync for this pass
         ones = torch.ones(out.shape[0], dtype=torch.long, device=device)
         l_img = euclidean_loss(out, t)
         l_feat = euclidean_loss(fake_feat, real_feat)
@@ -358,20 +359,21 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
             scaler.scale(g_loss).backward()
             scaler.step(opt)
             scaler.update()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        with torch.set_grad_enabled(train_d), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             logits = ddp_disc(torch.cat([t, out.detach()]))
         labels = torch.cat([ones, torch.zeros_like(ones)])
         d_loss = F.cross_entropy(logits.float(), labels)
-        d_opt.zero_grad(set_to_none=True)
+        d_opt.zero_grad(set_to_none=True)  # also drops the generator pass's gradients on the discriminator
         if train_d:
             d_scaler.scale(d_loss).backward()
             d_scaler.step(d_opt)
             d_scaler.update()
         sched.step()
         d_sched.step()
-        bal[0], bal[1] = d_loss.item(), l_adv.item()
-        return g_loss.detach(), {"image_loss": l_img.item(), "feature_loss": l_feat.item(), "adv_loss": bal[1],
-                                 "disc_loss": bal[0], "train_disc": train_d, "train_gen": train_g}
+        losses = _all_mean(torch.stack([d_loss.detach(), l_adv.detach(), l_img.detach(), l_feat.detach()]).float(), world)
+        bal[0], bal[1], li, lf = losses.tolist()
+        return g_loss.detach(), {"image_loss": li, "feature_loss": lf, "adv_loss": bal[1], "disc_loss": bal[0],
+                                 "train_disc": train_d, "train_gen": train_g}
 
     step = gan_step if adversarial else recon_step
     model.train()

@@ -34,17 +34,12 @@ def converted_alexnet(folder):
     proto = os.path.join(folder, "alexnet.prototxt")
     with open(proto, "w") as f:
         f.write(alexnet())
+    from preimage.converters.caffe.writer import write_caffemodel
+
     weights = os.path.join(folder, "alexnet.caffemodel")
-    try:
-        from preimage.converters.caffe.writer import write_caffemodel
-    except ImportError:  # writer not available: let the converter make seeded random weights itself
-        write_caffemodel = None
+    write_caffemodel(weights, proto, seed=0)
     out = os.path.join(folder, "alexnet.onnx")
-    if write_caffemodel is not None:
-        write_caffemodel(proto, weights, seed=0)
-        convert_caffe(proto, weights, out)
-    else:
-        convert_caffe(proto, None, out, random_weights=True)
+    convert_caffe(proto, weights, out)
     return out
 
 

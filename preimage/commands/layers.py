@@ -23,7 +23,9 @@ def _fmt_rf(rf):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--blobs/--no-blobs", default=True, show_default=True, help="Also list the Caffe blobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON instead.")
-def layers(model, blobs, as_json):
+@click.option("--torch", "torch_view", is_flag=True,
+              help="Add a column: can this value be inverted through the PyTorch module (and if not, why).")
+def layers(model, blobs, as_json, torch_view):
     """List a model's layers and blobs: output shapes and receptive fields.
 
     MODEL is a converted .onnx or a Caffe .prototxt (read for its structure only, no weights needed).
@@ -36,6 +38,7 @@ def layers(model, blobs, as_json):
       preimage layers alexnet.onnx
       preimage layers deploy.prototxt --no-blobs
       preimage layers alexnet.onnx --json > alexnet_layers.json
+      preimage layers alexnet.onnx --torch          # + which names 'preimage invert' can use
     """
     import os
 
@@ -54,23 +57,43 @@ def layers(model, blobs, as_json):
         except Exception as e:  # a damaged file: say so in one line
             raise PreimageError(f"not a readable ONNX model ({str(e).splitlines()[0][:120]})", path=model) from None
     table = layer_table(model)
+    inv = _invertible(model) if torch_view else None
+    if inv is not None:
+        for r in table["layers"]:
+            r["torch"] = inv.get(r["values"][0], "no: not computed from the image")
+        for r in table["blobs"]:
+            r["torch"] = inv.get(r["value"], "no: not computed from the image")
     if as_json:
         click.echo(json.dumps(table, indent=1))
         return
     ins = ", ".join(f"{n} {_fmt_shape(s)}" for n, s in table["inputs"].items())
     click.echo(f"inputs: {ins}")
-    rows = [("layer", "type", "output value", "shape", "RF size / stride")]
+    rows = [("layer", "type", "output value", "shape", "RF size / stride") + (("torch",) if inv else ())]
     for r in table["layers"]:
         vals = r["values"]
         rows.append((r["name"], r["type"], vals[0] + (f" (+{len(vals) - 1})" if len(vals) > 1 else ""),
-                     _fmt_shape(r["shape"]), _fmt_rf(r["receptive_field"])))
+                     _fmt_shape(r["shape"]), _fmt_rf(r["receptive_field"])) + ((r["torch"],) if inv else ()))
     _print_rows(rows)
     if blobs and table["blobs"]:
         click.echo("")
-        rows = [("blob", "final value", "shape", "RF size / stride")]
+        rows = [("blob", "final value", "shape", "RF size / stride") + (("torch",) if inv else ())]
         for r in table["blobs"]:
-            rows.append((r["blob"], r["value"], _fmt_shape(r["shape"]), _fmt_rf(r["receptive_field"])))
+            rows.append((r["blob"], r["value"], _fmt_shape(r["shape"]), _fmt_rf(r["receptive_field"]))
+                        + ((r["torch"],) if inv else ()))
         _print_rows(rows)
+
+
+def _invertible(model):
+    """{value: "yes" | "no: reason"} from the torch converters' point of view (structure only)."""
+    from ..converters.onnx_torch.invertible import torch_view
+
+    if model.endswith(".prototxt"):
+        from ..converters.caffe.convert import convert_caffe_full
+
+        return torch_view(convert_caffe_full(model, weightless=True).model)
+    import onnx
+
+    return torch_view(onnx.load(model, load_external_data=False))
 
 
 def _print_rows(rows):

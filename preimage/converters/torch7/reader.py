@@ -97,6 +97,8 @@ def read_t7(path, *, long_size=None, mode=None, tensors="numpy", use_mmap=True, 
         raise ValueError("tensors must be 'numpy' or 'raw'")
     if long_size not in (None, 4, 8):
         raise ValueError("long_size must be None, 4 or 8")
+    if mode not in (None, "binary", "ascii"):
+        raise ValueError("mode must be None, 'binary' or 'ascii'")
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -116,8 +118,6 @@ def read_t7(path, *, long_size=None, mode=None, tensors="numpy", use_mmap=True, 
                     data = data[:got]
     except OSError as e:
         raise PreimageError(f"cannot read file: {e.strerror or e}", path=path) from None
-    if mode not in ("binary", "ascii"):
-        raise ValueError("mode must be 'binary' or 'ascii'")
     sizes = [long_size] if long_size else [8, 4]
     errors = []
     for ls in sizes:
@@ -126,10 +126,10 @@ def read_t7(path, *, long_size=None, mode=None, tensors="numpy", use_mmap=True, 
             return _Reader(stream, tensors, max_depth, strict_refs).read()
         except FormatError as e:
             errors.append((stream.pos, ls, e))
-    if len(errors) == 1:
+    if len(errors) == 1 or errors[0][0] >= errors[1][0]:
         raise errors[0][2]
-    pos, ls, e = max(errors, key=lambda t: t[0])  # report the attempt that got furthest
-    raise FormatError(f"{e.args[0]} (read with {ls}-byte longs; {8 if ls == 4 else 4}-byte longs fail earlier)") from None
+    pos, ls, e = errors[1]  # 4-byte longs got further: report that attempt
+    raise FormatError(f"{e.args[0]} (read with 4-byte longs; 8-byte longs fail earlier)") from None
 
 
 def _detect_mode(data, path):

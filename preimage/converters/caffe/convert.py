@@ -319,12 +319,23 @@ def _build(spec, b, notices, opset):
                            "value": vals[0], "values": vals})
 
     # inputs nothing uses (e.g. a Data layer's label) are left out of the graph
-    used_inputs = [(n, s) for n, s in graph_inputs if consumers.get(n) or any(
-        n in node.input for node in b.nodes)]
-    dropped_inputs = [n for n, _ in graph_inputs if n not in {u for u, _ in used_inputs}]
+    used_inputs = [(n, s) for n, s in graph_inputs if consumers.get(n)]
+    dropped_inputs = {n for n, _ in graph_inputs} - {u for u, _ in used_inputs}
     if dropped_inputs and len(used_inputs):
-        notices.append(f"unused input(s) left out: {', '.join(dropped_inputs)}")
+        notices.append(f"unused input(s) left out: {', '.join(sorted(dropped_inputs))}")
         graph_inputs = used_inputs
+        gone = {node.output[0] for node in b.nodes if node.op_type == "Identity" and node.input[0] in dropped_inputs}
+        b.nodes = [node for node in b.nodes if node.output[0] not in gone]
+        value_shapes = [(v, s) for v, s in value_shapes if v not in gone]
+        for entry in layer_meta:
+            keep = [(t, v) for t, v in zip(entry["tops"], entry["values"]) if t not in dropped_inputs]
+            if len(keep) != len(entry["tops"]) and keep:
+                entry["tops"], entry["values"] = [t for t, _ in keep], [v for _, v in keep]
+                entry["value"] = entry["values"][0]
+        layer_meta = [e for e in layer_meta if not set(e["tops"]) <= dropped_inputs or e["bottoms"]]
+        for blob in dropped_inputs:
+            current.pop(blob, None)
+        available = [a for a in available if a not in dropped_inputs]
     in_names = {n for n, _ in graph_inputs}
     outputs = [current[blob] for blob in available if current[blob] not in in_names]
     if not outputs:

@@ -48,3 +48,34 @@ def corpus_dir():
 def corpus_nets():
     d = corpus_dir()
     return sorted(p.name for p in d.iterdir() if (p / "net.prototxt").exists()) if d.is_dir() else []
+
+
+def caffe_pool_ref(x, k, s, p, method="MAX", ceil=True):
+    """Caffe's pooling written out with loops in float64 (independent of the converter's op patterns)."""
+    x = np.asarray(x, np.float64)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = k, s, p
+
+    def size(L, kk, ss, pp):
+        o = (-(-(L + 2 * pp - kk) // ss) if ceil else (L + 2 * pp - kk) // ss) + 1
+        if (ph or pw) and (o - 1) * ss >= L + pp:
+            o -= 1
+        return o
+
+    oh, ow = size(h, kh, sh, ph), size(w, kw, sw, pw)
+    y = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            hs, ws = i * sh - ph, j * sw - pw
+            he, we = min(hs + kh, h + ph), min(ws + kw, w + pw)
+            count = (he - hs) * (we - ws)
+            hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
+            win = x[:, :, hs:he, ws:we]
+            y[:, :, i, j] = win.max(axis=(2, 3)) if method == "MAX" else win.sum(axis=(2, 3)) / count
+    return y
+
+
+def one_layer_net(layer_text, shape, extra_inputs=""):
+    dims = " ".join(f"dim: {d}" for d in shape)
+    return (f'name: "t"\nlayer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ {dims} }} }} }}\n'
+            + extra_inputs + layer_text + "\n")

@@ -1,0 +1,152 @@
+"""Single layers against float64 NumPy references of Caffe's formulas (the corpus covers real Caffe;
+these cover parameter forms the corpus does not: floor rounding and the fork spelling ceil_mode,
+batch statistics, Scale/Bias with a second bottom, Reshape axis/num_axes, Flatten end_axis,
+Threshold, stochastic pooling at test time, opsets)."""
+import numpy as np
+import pytest
+
+from preimage.converters.caffe import convert_caffe
+from preimage.errors import PreimageError
+
+from caffe_helpers import caffe_pool_ref, one_layer_net, rel_err, run
+
+RNG = np.random.default_rng(7)
+
+
+def convert_text(tmp_path, text, **kw):
+    p = tmp_path / "t.prototxt"
+    p.write_text(text)
+    return convert_caffe(p, random_weights=True, **kw)
+
+
+@pytest.mark.parametrize("spelling, ceil", [("", True), ("round_mode: CEIL", True), ("round_mode: FLOOR", False),
+                                             ("ceil_mode: true", True), ("ceil_mode: false", False)])
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+def test_pooling_rounding_spellings(tmp_path, spelling, ceil, method):
+    shape = (2, 3, 12, 10)
+    text = one_layer_net(f'layer {{ name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param {{ '
+                         f'pool: {method} kernel_size: 3 stride: 2 pad: 1 {spelling} }} }}', shape)
+    model = convert_text(tmp_path, text)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    y = run(model, {"data": x}, ["pool"])["pool"]
+    ref = caffe_pool_ref(x, (3, 3), (2, 2), (1, 1), method, ceil)
+    assert y.shape == ref.shape and rel_err(y, ref) < 1e-6
+
+
+def test_pooling_rectangular_floor_no_pad(tmp_path):
+    shape = (1, 2, 11, 13)
+    text = one_layer_net('layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param { '
+                         'pool: AVE kernel_h: 2 kernel_w: 4 stride_h: 3 stride_w: 2 round_mode: FLOOR } }', shape)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    y = run(convert_text(tmp_path, text), {"data": x}, ["pool"])["pool"]
+    ref = caffe_pool_ref(x, (2, 4), (3, 2), (0, 0), "AVE", ceil=False)
+    assert y.shape == ref.shape and rel_err(y, ref) < 1e-6
+
+
+def test_stochastic_pooling_test_phase(tmp_path):
+    shape = (1, 2, 7, 7)
+    text = one_layer_net('layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param { '
+                         'pool: STOCHASTIC kernel_size: 3 stride: 2 } }', shape)
+    x = RNG.uniform(0.1, 1.0, shape).astype(np.float32)
+    y = run(convert_text(tmp_path, text), {"data": x}, ["pool"])["pool"]
+    ref = np.zeros((1, 2, 3, 3))
+    for i in range(3):
+        for j in range(3):
+            win = x[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].astype(np.float64)
+            ref[:, :, i, j] = (win ** 2).sum(axis=(2, 3)) / win.sum(axis=(2, 3))
+    assert rel_err(y, ref) < 1e-6
+
+
+def test_batchnorm_with_batch_statistics(tmp_path):
+    shape = (4, 3, 5, 5)
+    text = one_layer_net('layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" '
+                         'batch_norm_param { use_global_stats: false eps: 0.01 } }', shape)
+    x = (RNG.standard_normal(shape) * 3 + 1).astype(np.float32)
+    y = run(convert_text(tmp_path, text), {"data": x}, ["bn"])["bn"]
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=(0, 2, 3), keepdims=True)
+    var = ((x64 - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True)
+    assert rel_err(y, (x64 - mean) / np.sqrt(var + 0.01)) < 1e-5
+
+
+@pytest.mark.parametrize("kind, op", [("Scale", np.multiply), ("Bias", np.add)])
+def test_scale_and_bias_with_second_bottom(tmp_path, kind, op):
+    shape = (2, 3, 4, 5)
+    param = "scale_param" if kind == "Scale" else "bias_param"
+    extra = 'layer { name: "g" type: "Input" top: "g" input_param { shape { dim: 3 dim: 4 } } }\n'
+    text = one_layer_net(f'layer {{ name: "s" type: "{kind}" bottom: "data" bottom: "g" top: "s" '
+                         f'{param} {{ axis: 1 }} }}', shape, extra)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    g = RNG.standard_normal((3, 4)).astype(np.float32)
+    y = run(convert_text(tmp_path, text), {"data": x, "g": g}, ["s"])["s"]
+    assert rel_err(y, op(x.astype(np.float64), g[None, :, :, None])) < 1e-6
+
+
+def test_scale_num_axes_zero_is_a_scalar(tmp_path):
+    shape = (2, 3, 4, 4)
+    text = one_layer_net('layer { name: "s" type: "Scale" bottom: "data" top: "s" scale_param { num_axes: 0 } }', shape)
+    model = convert_text(tmp_path, text)
+    gamma = [t for t in model.graph.initializer if t.name.startswith("s/")]
+    assert len(gamma) == 1 and int(np.prod(gamma[0].dims)) == 1  # one value, broadcast over everything
+
+
+@pytest.mark.parametrize("param, shape, expect", [
+    ("shape { dim: 0 dim: -1 }", (2, 3, 4, 5), (2, 60)),
+    ("shape { dim: 2 dim: 2 } axis: 1 num_axes: 1", (2, 4, 3, 5), (2, 2, 2, 3, 5)),
+    ("shape { dim: -1 } axis: -3", (2, 3, 4, 5), (2, 3, 20)),
+    ("shape { dim: -1 } axis: -2", (2, 3, 4, 5), (2, 3, 4, 5)),  # Caffe: -2 reshapes only the last axis
+    ("shape { dim: 1 } axis: 1 num_axes: 0", (2, 3, 4), (2, 1, 3, 4)),
+    ("shape { dim: 6 dim: 0 dim: -1 }", (3, 4, 2, 5), (6, 4, 5)),
+])
+def test_reshape_forms(tmp_path, param, shape, expect):
+    text = one_layer_net(f'layer {{ name: "r" type: "Reshape" bottom: "data" top: "r" reshape_param {{ {param} }} }}',
+                         shape)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    y = run(convert_text(tmp_path, text), {"data": x}, ["r"])["r"]
+    assert y.shape == expect
+    np.testing.assert_array_equal(y, x.reshape(expect))
+
+
+@pytest.mark.parametrize("axis, end, expect", [(1, -1, (2, 60)), (2, 3, (2, 3, 20)), (1, 2, (2, 12, 5)),
+                                                (0, -1, (120,))])
+def test_flatten_axes(tmp_path, axis, end, expect):
+    shape = (2, 3, 4, 5)
+    text = one_layer_net(f'layer {{ name: "f" type: "Flatten" bottom: "data" top: "f" '
+                         f'flatten_param {{ axis: {axis} end_axis: {end} }} }}', shape)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    y = run(convert_text(tmp_path, text), {"data": x}, ["f"])["f"]
+    np.testing.assert_array_equal(y, x.reshape(expect))
+
+
+def test_threshold_and_slice_equal_parts(tmp_path):
+    shape = (2, 6, 3, 3)
+    text = one_layer_net('layer { name: "t" type: "Threshold" bottom: "data" top: "t" threshold_param { threshold: 0.3 } }\n'
+                         'layer { name: "sl" type: "Slice" bottom: "data" top: "a" top: "b" top: "c" }', shape)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    got = run(convert_text(tmp_path, text), {"data": x}, ["t", "sl/a", "sl/c"])
+    np.testing.assert_array_equal(got["t"], (x > 0.3).astype(np.float32))
+    np.testing.assert_array_equal(got["sl/c"], x[:, 4:6])
+
+
+@pytest.mark.parametrize("opset", [13, 15, 17])
+def test_opsets(tmp_path, opset):
+    shape = (1, 4, 9, 9)
+    text = one_layer_net('layer { name: "n" type: "LRN" bottom: "data" top: "n" lrn_param { local_size: 3 '
+                         'norm_region: WITHIN_CHANNEL } }\nlayer { name: "p" type: "Pooling" bottom: "n" top: "p" '
+                         'pooling_param { pool: AVE kernel_size: 2 stride: 2 } }', shape)
+    model = convert_text(tmp_path, text, opset=opset)
+    assert model.opset_import[0].version == opset
+    x = RNG.standard_normal(shape).astype(np.float32)
+    assert run(model, {"data": x}, ["p"])["p"].shape == (1, 4, 5, 5)
+
+
+def test_unsupported_opset_is_refused(tmp_path):
+    with pytest.raises(PreimageError, match="opset 11 is not supported"):
+        convert_text(tmp_path, one_layer_net("", (1, 3, 4, 4)), opset=11)
+
+
+def test_even_lrn_size_is_refused_as_caffe_does(tmp_path):
+    text = one_layer_net('layer { name: "n" type: "LRN" bottom: "data" top: "n" lrn_param { local_size: 4 } }',
+                         (1, 4, 5, 5))
+    with pytest.raises(PreimageError, match="layer 'n'.*must be odd"):
+        convert_text(tmp_path, text)

@@ -119,9 +119,12 @@ def apply_decoder(decoder, images, output_dir, *, model=None, layer=None, experi
         if model is None or layer is None:
             raise PreimageError("decoding images needs the model and layer that produce the features (--model, --layer)")
         enc, _ = resolve_encoder(model, layer, device)
-        size = size or (dec.image_shape[1:] if dec.image_shape else None)
+        imported = bool(dec.source and dec.source.get("imported"))
+        # our decoders were trained on images of the size the features were extracted at; an imported
+        # decoder's output size says nothing about the encoder's input: use the encoder's own
+        size = size or (None if imported or not dec.image_shape else dec.image_shape[1:])
         x, feats = encode_images(enc, layer, images, size=size, device=device)
-        if dec.source and dec.source.get("imported") and not dec.preprocess.to_metadata().get("input_size"):
+        if imported and not dec.preprocess.to_metadata().get("input_size"):
             dec.preprocess = getattr(enc, "preprocess", None) or dec.preprocess  # the encoder's pictures
         originals = [np.clip(load_image(p), 0, 255).astype(np.uint8) for p in images]
         originals = [resize_center_crop(o, tuple(dec.image_shape[1:])) if dec.image_shape else o for o in originals]

@@ -42,3 +42,25 @@ def test_torch7_decoder_matches_torch7(torch7_corpus, tmp_path):
     with torch.no_grad():
         out = dec(torch.from_numpy(x).float()).numpy()
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_imported_caffe_decoder_applies_to_images(caffe_corpus, encoder, image_dir, tmp_path):
+    """An imported decoder takes the encoder's features of images (its own output size differs)."""
+    pytest.importorskip("preimage.converters.caffe.convert")
+    net = caffe_corpus / "decoder_fc"
+    if not net.is_dir():
+        pytest.skip("decoder_fc not in the corpus")
+    dec = load_decoder(net / "net.prototxt")
+    widen = torch.nn.Linear(32, 64)  # the tiny encoder's fc has 32 units; the Caffe decoder takes 64
+
+    def enc(x):
+        return {"fc": widen(encoder(x)["fc"])}
+
+    enc.preprocess = encoder.preprocess
+    imgs = sorted(image_dir.iterdir())[:2]
+    r = apply_decoder(dec, imgs, tmp_path / "out", model=enc, layer="fc")
+    assert len(r["files"]) == 2
+    from preimage.models.preprocess import load_image
+
+    assert load_image(r["files"][0]).shape == (28, 28, 3)
+    assert dec.preprocess.mean == encoder.preprocess.mean

@@ -107,3 +107,13 @@ def test_bad_inputs_are_clear(encoder, tmp_path):
         extract_features(encoder, "fc", tmp_path / "empty", tmp_path / "f", progress=False)
     with pytest.raises(PreimageError, match="not a feature store"):
         FeatureStore(tmp_path / "empty")
+
+
+def test_image_list_file_with_missing_entry(encoder, image_dir, tmp_path):
+    names = sorted(p.name for p in image_dir.iterdir())[:4]
+    lst = image_dir / "list.txt"
+    lst.write_text("# four images and one that is gone\n" + "\n".join(names[:2] + ["gone.png"] + names[2:]) + "\n\n")
+    idx = extract_features(encoder, "fc", lst, tmp_path / "f", split=(1, 0, 0), progress=False)
+    assert idx["count"] == 4 and [os.path.basename(s["path"]) for s in idx["skipped"]] == ["gone.png"]
+    assert [os.path.basename(p) for p in FeatureStore(tmp_path / "f").paths(range(4))] == names
+    assert json.loads((tmp_path / "f" / "index.json").read_text())["layer"] == "fc"

@@ -38,7 +38,7 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed):
     for note in conv.notices:
         click.echo(f"warning: {note}", err=True)
     m = conv.model
-    n_params = sum(_numel(t.dims) for t in m.graph.initializer)
+    n_params = conv.n_params
     import json
 
     meta = {p.key: p.value for p in m.metadata_props}

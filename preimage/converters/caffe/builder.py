@@ -42,6 +42,7 @@ class Builder:
         self.random_seed = random_seed  # not None: make seeded random blobs instead of reading weights
         self.weightless = weightless  # structure only: weights become typed graph inputs, no data
         self.weight_inputs = []  # (name, shape) in weightless mode
+        self.n_params = 0  # Caffe parameters used (shared blobs counted once)
         self.param_owners = param_owners or {}  # param name -> [layer names sharing it, in net order]
         # The model is filled in place: copying 61M weights between protobuf messages costs time and memory.
         self.model = onnx.ModelProto()
@@ -138,11 +139,13 @@ class Builder:
         extra unit dimensions reshaped), or a seeded random one in structure-only mode."""
         shape = tuple(int(d) for d in shape)
         label = label or f"blob {index}"
+        name = self.layer.name
+        pname = self.layer.param[index].name if index < len(self.layer.param) else ""
+        if not (pname and pname in self.shared):
+            self.n_params += numel(shape)
         if numel(shape) * 4 > self.mem_limit:
             raise self.error(f"{label} of shape {list(shape)} would need {numel(shape) * 4 / 2**30:.1f} GiB, "
                              f"more than this machine's memory")
-        name = self.layer.name
-        pname = self.layer.param[index].name if index < len(self.layer.param) else ""
         if self.random_seed is not None or self.weightless:
             if pname and pname in self.shared and self.shared[pname][2] is not None:
                 return self.shared[pname][2]
@@ -184,6 +187,7 @@ class Builder:
         hint = {0: "weight", 1: "bias"}.get(index, f"blob{index}") if kind in ("weight", "bias") else kind
         if self.weightless:
             init = self.fresh(hint)
+            self.n_params += numel(shape)
             self.weight_inputs.append((init, store_shape))
             if pname:
                 self.shared[pname] = (init, store_shape, None)

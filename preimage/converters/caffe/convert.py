@@ -28,8 +28,9 @@ IR_VERSION = 8  # accepted by every onnxruntime >= 1.10; covers opsets up to 17
 class Conversion:
     """What :func:`convert_caffe_full` returns: the model and what a command should tell the user."""
 
-    def __init__(self, model, notices, spec, weights_path):
+    def __init__(self, model, notices, spec, weights_path, n_params=0):
         self.model, self.notices, self.spec, self.weights_path = model, notices, spec, weights_path
+        self.n_params = n_params  # Caffe parameters the net uses (shared ones once)
 
 
 def find_weights(prototxt):
@@ -115,7 +116,7 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
         if unused:
             notices.append(f"the caffemodel holds weights for {len(unused)} layer(s) the net does not use: "
                            + ", ".join(unused[:6]) + (" ..." if len(unused) > 6 else ""))
-    return Conversion(model, notices, spec, weights)
+    return Conversion(model, notices, spec, weights, b.n_params)
 
 
 def _build_model(spec, b, notices, opset, prototxt):

@@ -45,7 +45,8 @@ def _construct(spec, pairs, node=None):
     name = spec["module"]
     if name not in MODULES:
         raise FormatError(f"unknown module {name!r} in the architecture description")
-    children = [_construct(c, pairs, n) for c, n in zip(spec["children"], node.children if node else [None] * len(spec["children"]))]
+    child_nodes = node.children if node is not None else [None] * len(spec["children"])
+    children = [_construct(c, pairs, n) for c, n in zip(spec["children"], child_nodes)]
     try:
         module = MODULES[name](*children, **spec["kwargs"])
     except (ValueError, TypeError, RuntimeError) as e:  # arguments taken from the file can be invalid

@@ -5,7 +5,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ...errors import PreimageError, UnsupportedError

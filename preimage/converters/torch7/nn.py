@@ -405,7 +405,8 @@ def _dropout(c):
 @converts("nn.View")
 def _view(c):
     n = c.get("numInputDims", None)
-    return c.node("TorchView", dict(size=tuple(c.sizes("size")), num_input_dims=None if n is None else c.int("numInputDims")))
+    num_input_dims = None if n is None else c.int("numInputDims")
+    return c.node("TorchView", dict(size=tuple(c.sizes("size")), num_input_dims=num_input_dims))
 
 
 @converts("nn.Reshape")

@@ -22,7 +22,6 @@ map of the file instead of copying them.
 """
 import math
 import mmap
-import os
 import re
 import types
 from pathlib import Path

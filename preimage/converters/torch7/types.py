@@ -21,7 +21,8 @@ class LuaTable(dict):
     __hash__ = object.__hash__  # tables are identities in Lua; lets a table be a key of another
 
     def is_list(self):
-        return all(isinstance(k, int) and not isinstance(k, bool) for k in self) and set(self) == set(range(1, len(self) + 1))
+        ints = all(isinstance(k, int) and not isinstance(k, bool) for k in self)
+        return ints and set(self) == set(range(1, len(self) + 1))
 
     def to_list(self):
         """Values at keys 1, 2, ... up to the first missing key (Lua's ``ipairs``)."""

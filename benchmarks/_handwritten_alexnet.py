@@ -33,7 +33,10 @@ def _weights(onnx_model, layer):
 
 
 class HandwrittenAlexNet(nn.Module):
-    def __init__(self, onnx_model):
+    """``lrn="torch"``: torch.nn.LocalResponseNorm (what one writes by hand); ``"preimage"``: preimage's
+    fused LRN, to separate graph overhead from the LRN implementation."""
+
+    def __init__(self, onnx_model, lrn="torch"):
         super().__init__()
         self.names = []
         for spec in LAYERS:
@@ -49,7 +52,12 @@ class HandwrittenAlexNet(nn.Module):
             elif kind == "relu":
                 m = nn.ReLU(inplace=True)
             elif kind == "lrn":
-                m = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+                if lrn == "torch":
+                    m = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+                else:
+                    from preimage.converters.onnx_torch.lrn import LRN
+
+                    m = LRN(5, alpha=1e-4, beta=0.75, bias=1.0)
             else:
                 m = nn.MaxPool2d(3, 2)
             self.add_module(name, m)

@@ -82,7 +82,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--layers", nargs="+", default=["conv3", "fc8"])
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--gflops", type=float, default=155.0, help="float32 matrix rate for the FLOP floor")
@@ -96,16 +96,20 @@ def main(argv=None):
         path = converted_alexnet(tmp)
         import onnx
 
-        hand = HandwrittenAlexNet(onnx.load(path)).to(device)
+        proto = onnx.load(path)
+        hand = HandwrittenAlexNet(proto).to(device)
+        hand_lrn = HandwrittenAlexNet(proto, lrn="preimage").to(device)
+        del proto
         converted = {layer: load_features(path, [layer], device=device) for layer in args.layers}
     rows = []
     print(f"AlexNet 227x227, device {device}, torch threads {torch.get_num_threads()}, median of {args.repeats}")
-    print(f"{'layer':6} {'batch':>5} {'converted':>10} {'handwritten':>12} {'ratio':>6} {'floor':>7} "
-          f"{'conv/floor':>10} {'max rel diff':>12}   (ms per image)")
+    print(f"{'layer':6} {'batch':>5} {'converted':>10} {'handwritten':>12} {'ratio':>6} {'hand+fusedLRN':>13} "
+          f"{'ratio':>6} {'floor':>7} {'conv/floor':>10} {'max rel diff':>12}   (ms per image)")
     for layer in args.layers:
         net = converted[layer]
         conv_fn = lambda t, net=net, layer=layer: net(t)[layer]  # noqa: E731
         hand_fn = lambda t, layer=layer: hand(t, upto=layer)  # noqa: E731
+        lrn_fn = lambda t, layer=layer: hand_lrn(t, upto=layer)  # noqa: E731
         for batch in args.batches:
             g = torch.Generator().manual_seed(batch)
             x = (torch.randn(batch, 3, 227, 227, generator=g) * 50).to(device)
@@ -114,18 +118,21 @@ def main(argv=None):
                 out = conv_fn(x)
             diff = float((out - ref).abs().max() / ref.abs().max())
             R = torch.randn(out.shape, generator=g).to(device)
-            for fn in (conv_fn, hand_fn):  # warm up
+            for fn in (conv_fn, hand_fn, lrn_fn):  # warm up
                 step(fn, x, R)
-            tc, th = [], []
+            tc, th, tl = [], [], []
             for _ in range(args.repeats):
                 tc.append(timed(conv_fn, x, R, device))
                 th.append(timed(hand_fn, x, R, device))
-            mc, mh = 1000 * statistics.median(tc) / batch, 1000 * statistics.median(th) / batch
+                tl.append(timed(lrn_fn, x, R, device))
+            mc, mh, ml = (1000 * statistics.median(t) / batch for t in (tc, th, tl))
             floor = 1000 * 2 * forward_flops(hand, x, layer) / (args.gflops * 1e9)
             rows.append(dict(layer=layer, batch=batch, converted_ms=mc, handwritten_ms=mh, ratio=mc / mh,
+                             handwritten_fused_lrn_ms=ml, ratio_to_fused_lrn=mc / ml,
                              floor_ms=floor, ratio_to_floor=mc / floor, handwritten_to_floor=mh / floor,
                              max_rel_diff=diff))
-            print(f"{layer:6} {batch:5d} {mc:10.2f} {mh:12.2f} {mc / mh:6.3f} {floor:7.2f} {mc / floor:10.2f} "
+            print(f"{layer:6} {batch:5d} {mc:10.2f} {mh:12.2f} {mc / mh:6.3f} {ml:13.2f} {mc / ml:6.3f} {floor:7.2f} "
+                  f"{mc / floor:10.2f} "
                   f"{diff:12.2e}", flush=True)
     print(json.dumps({"rows": rows}))
     last = [r for r in rows if r["layer"] == args.layers[-1] and r["batch"] == max(args.batches)][0]

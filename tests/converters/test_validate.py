@@ -111,3 +111,21 @@ def test_folder_reference_and_npz_input(case):
 def test_bad_input_is_a_clear_error(case):
     res = cli_run("-m", case / "net.onnx", "-r", case / "missing.npz")
     assert res.exit_code == 2 and "missing.npz" in res.output and "Traceback" not in res.output
+
+
+def test_image_input_preprocessed_with_metadata(tmp_path):
+    from preimage.models.preprocess import Preprocess, save_image
+
+    nodes = [h.make_node("Conv", ["data", "w"], ["conv"], name="conv")]
+    model = make_model(nodes, {"data": ["N", 3, 6, 5]}, ["conv"], {"w": rng_array((2, 3, 3, 3), 1)})
+    h.set_model_props(model, {"preimage.inputs": json.dumps({"data": [1, 3, 6, 5]}),
+                              "preimage.preprocess": json.dumps({"mean": [104.0, 117.0, 123.0], "input_size": [6, 5]})})
+    onnx.save(model, str(tmp_path / "net.onnx"))
+    img = (np.random.default_rng(0).random((6, 5, 3)) * 255).astype(np.uint8)
+    save_image(tmp_path / "in.png", img)
+    # independent preprocessing: RGB -> BGR, minus the mean, C x H x W
+    x = (img[..., ::-1].astype(np.float32) - np.array([104, 117, 123], np.float32)).transpose(2, 0, 1)[None]
+    np.savez(tmp_path / "ref.npz", conv=run_ort(model, {"data": np.ascontiguousarray(x)})["conv"])
+    res = cli_run("-m", tmp_path / "net.onnx", "-r", tmp_path / "ref.npz", "--input", tmp_path / "in.png")
+    assert res.exit_code == 0, res.output
+    assert Preprocess.from_onnx(model).input_size == [6, 5]

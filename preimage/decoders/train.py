@@ -433,6 +433,9 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
 
             _OWNED_GROUP.clear()
             dist.destroy_process_group()
+    if not last and rank == 0 and os.path.isfile(metrics_path):  # nothing left to do: report the last logged step
+        logged = read_metrics(run_dir)
+        last = logged[-1] if logged else {}
     return {"iter": it, "finished": it >= cfg.iters, "run_dir": run_dir, **{k: v for k, v in last.items() if k != "iter"}}
 
 

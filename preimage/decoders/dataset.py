@@ -14,10 +14,11 @@ The images are kept as uint8 pixels (4x smaller than float and exact); the netwo
 (mean, scale, channel order, recorded in ``index.json``) is applied on the fly by
 :class:`TargetTransform`, on the training device.
 """
+import collections
 import json
 import os
-import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -142,11 +143,13 @@ class BatchStream:
     order depends only on (seed, batch number): resuming at batch ``b`` continues it exactly. With
     ``world`` ranks, rank ``r`` takes the ``r``-th contiguous ``B / world`` slice of each global batch.
 
-    A background thread reads ahead ``prefetch`` batches from the memory-mapped shards (pinned memory
-    when the device is CUDA), so the training step does not wait for the disk.
+    ``workers`` threads read the next ``prefetch`` batches from the memory-mapped shards while the
+    step runs (NumPy's gathers and pinning release the GIL); batches come out in order. On CUDA they
+    are pinned and copied without blocking.
     """
 
-    def __init__(self, store, rows, batch, seed=0, start=0, rank=0, world=1, device="cpu", prefetch=3, shuffle=True):
+    def __init__(self, store, rows, batch, seed=0, start=0, rank=0, world=1, device="cpu", prefetch=4, workers=2,
+                 shuffle=True):
         if batch % world:
             raise PreimageError(f"the global batch ({batch}) must be divisible by the number of processes ({world})")
         if len(rows) == 0:
@@ -156,18 +159,20 @@ class BatchStream:
         self.device = torch.device(device)
         self.pin = self.device.type == "cuda"
         self.next_batch = start
-        self._perm_cache = {}
-        self._queue = queue.Queue(maxsize=max(1, prefetch))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, args=(start,), daemon=True)
-        self._thread.start()
+        self._perms = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="preimage-batches")
+        self._pending = collections.deque(self._pool.submit(self._load, b) for b in range(start, start + max(1, prefetch)))
+        self._submitted = start + max(1, prefetch)
 
     def _perm(self, epoch):
-        if epoch not in self._perm_cache:
-            n = len(self.rows)
-            p = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-            self._perm_cache = {epoch: p, **{k: v for k, v in self._perm_cache.items() if k == epoch - 1}}
-        return self._perm_cache[epoch]
+        with self._lock:
+            if epoch not in self._perms:
+                n = len(self.rows)
+                self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+                for old in [e for e in self._perms if e < epoch - 1]:
+                    del self._perms[old]
+            return self._perms[epoch]
 
     def positions(self, b):
         """Row numbers of this rank's part of global batch ``b``."""
@@ -179,36 +184,28 @@ class BatchStream:
             out[sel] = self.rows[self._perm(int(e))[pos[sel] % n]]
         return out
 
-    def _work(self, b):
-        try:
-            while not self._stop.is_set():
-                f, im = self.store.get(self.positions(b))
-                f, im = torch.from_numpy(f), torch.from_numpy(im)
-                if self.pin:
-                    f, im = f.pin_memory(), im.pin_memory()
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put((b, f, im), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                b += 1
-        except BaseException as e:  # hand the error to the consumer instead of dying silently
-            self._queue.put((None, e, None))
+    def _load(self, b):
+        f, im = self.store.get(self.positions(b))
+        f, im = torch.from_numpy(f), torch.from_numpy(im)
+        if self.pin:
+            f, im = f.pin_memory(), im.pin_memory()
+        return f, im
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        b, f, im = self._queue.get()
-        if b is None:
-            raise f
-        self.next_batch = b + 1
+        fut = self._pending.popleft()
+        self._pending.append(self._pool.submit(self._load, self._submitted))
+        self._submitted += 1
+        f, im = fut.result()  # re-raises a reading error here, in the training loop
+        self.next_batch += 1
         return f.to(self.device, non_blocking=True), im.to(self.device, non_blocking=True)
 
     def close(self):
-        self._stop.set()
-        self._thread.join(timeout=5)
+        for fut in self._pending:
+            fut.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def iterate_rows(store, rows, batch, device="cpu"):

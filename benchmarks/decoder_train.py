@@ -9,7 +9,8 @@ shards), then:
   the throughput the pipeline would reach if data were free.
 
 Prints a table, then one JSON line: value = pipeline images/s, baseline = compute-only images/s,
-ratio = value / baseline, target = 0.9 (the data wait under 10% of step time), data_wait_share.
+ratio = value / baseline, target = 0.9 (the data wait under 10% of step time), data_wait_share,
+loader_images_per_s (the data pipeline alone, without training: it bounds the step rate it can feed).
 
     python benchmarks/decoder_train.py                      # CUDA if available, batch 64
     python benchmarks/decoder_train.py --device cpu --iters 8 --width 0.25
@@ -70,6 +71,22 @@ def compute_only(store, arch_options, batch, iters, warmup, device, amp):
     return batch * iters / (time.perf_counter() - t)
 
 
+def loader_only(store, batch, n, device):
+    """Images/s the data pipeline alone delivers (no training step): an upper bound on the step rate it can feed."""
+    from preimage.decoders.dataset import BatchStream
+
+    stream = BatchStream(store, store.split("train"), batch, seed=1, device=device)
+    next(stream)
+    t = time.perf_counter()
+    for _ in range(n):
+        f, im = next(stream)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t
+    stream.close()
+    return batch * n / dt
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -101,6 +118,7 @@ def main():
                       amp="on" if amp else "off", progress=True, tensorboard=False)
         rec = [m for m in read_metrics(run) if m["iter"] == warmup + iters][0]
         base = compute_only(store, arch_options, args.batch, iters, warmup, device, amp)
+        feed = loader_only(store, args.batch, max(50, iters), device)
 
     ips, wait = rec["images_per_s"], rec["data_wait"]
     name = torch.cuda.get_device_name(device) if cuda else f"cpu x{torch.get_num_threads()} threads"
@@ -108,10 +126,12 @@ def main():
     print(f"{'decoder':<28}alexnet_fc8 width {args.width}, {args.size} px, batch {args.batch}, AMP {'on' if amp else 'off'}")
     print(f"{'pipeline images/s':<28}{ips:.1f}")
     print(f"{'compute-only images/s':<28}{base:.1f}")
+    print(f"{'loader-only images/s':<28}{feed:.1f} (what the data pipeline alone delivers)")
     print(f"{'data wait share':<28}{100 * wait:.2f}% (target < 10%)")
     print(json.dumps({"name": f"decoder_train_alexnet_fc8_batch{args.batch}_{device.type}", "value": round(ips, 2),
                       "unit": "images/s", "baseline": round(base, 2), "ratio": round(ips / base, 4), "target": 0.9,
-                      "data_wait_share": round(wait, 4)}))
+                      "data_wait_share": round(wait, 4),
+                      "loader_images_per_s": round(feed, 1)}))
 
 
 if __name__ == "__main__":

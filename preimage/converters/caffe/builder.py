@@ -195,36 +195,31 @@ class Builder:
         arr = self.blob_array(index, shape, kind, fan_in, label)
         init = self.fresh(hint)
         t = self.graph.initializer.add()
-        raw = fill_tensor(t, arr.reshape(store_shape), init)
-        if raw is not None:
-            if self.sink is not None:
-                self.sink(t, raw)
-            else:
-                self.raw[init] = raw
+        raw = None
+        if hasattr(self.weights, "merge_into"):  # straight from the caffemodel's mapping: one copy
+            t.name = init
+            t.data_type = FLOAT
+            t.dims.extend(store_shape)
+            raw = self.weights.merge_into(t, arr)
+            if raw is None:
+                del t.dims[:]
+        if raw is None:
+            fill_tensor(t, arr.reshape(store_shape), init)
+        elif self.sink is not None:
+            self.sink(t, raw)
+        else:
+            self.raw[init] = raw
         if pname:
             self.shared[pname] = (init, store_shape, arr)
         return init
 
 
-def _backing_bytes(arr):
-    """The bytes object ``arr`` views in full (as read from a caffemodel), else None."""
-    base = arr
-    while isinstance(base, np.ndarray):
-        base = base.base
-    if isinstance(base, bytes) and len(base) == arr.nbytes and arr.flags.c_contiguous and arr.dtype == "<f4":
-        return base
-    return None
-
-
 def fill_tensor(t, arr, name):
-    """Fill TensorProto ``t`` from a float32 array with raw bytes (one copy, no per-element conversion).
-    Returns the bytes object used when it is the caffemodel's own (so writers can reuse it)."""
+    """Fill TensorProto ``t`` from a float32 array with raw bytes (one copy, no per-element conversion)."""
     t.name = name
     t.data_type = FLOAT
     t.dims.extend(arr.shape)
-    raw = _backing_bytes(arr)
-    t.raw_data = raw if raw is not None else np.ascontiguousarray(arr, dtype="<f4").tobytes()
-    return raw
+    t.raw_data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
 
 
 def fit_blob(blob, shape, builder, label, src):

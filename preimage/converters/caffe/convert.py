@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 
 from ...errors import FormatError, PreimageError, UnsupportedError
 from .builder import Builder, memory_limit_bytes, numel
-from .caffemodel import read_caffemodel, sha256_file
+from .caffemodel import Caffemodel, sha256_file
 from .layers import DATA_TYPES, DROPPED_TYPES, EMITTERS, supported_types
 from .prototxt import read_net
 
@@ -76,7 +76,8 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
         if weights.endswith(".h5"):
             raise UnsupportedError("HDF5 caffemodels are not supported; save the net as a binary .caffemodel",
                                    path=weights)
-        wdict, wsha = read_caffemodel(weights, lazy_hash=True)
+        wdict = Caffemodel(weights)  # memory-mapped; hashed on a thread while the model is built
+        wsha = wdict.sha256
     b = Builder(prototxt, wdict, weights, _param_owners(spec), random_seed=seed if random_weights else None,
                 weightless=weightless)
 
@@ -106,13 +107,11 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
                     b.sink = None
                 _write_model(f, model, raw=b.raw, skip=written, before_header=finish_metadata)
     finally:
-        if wdict is not None:
-            wsha()  # joins the hashing thread (also when the conversion failed)
         b.raw = {}
     if _collect_blobs is not None:
         _collect_blobs.update(b.used_blobs)
     if wdict is not None:
-        unused = sorted(set(wdict) - set(b.used_blobs))
+        unused = sorted(set(wdict.all()) - set(b.used_blobs))
         if unused:
             notices.append(f"the caffemodel holds weights for {len(unused)} layer(s) the net does not use: "
                            + ", ".join(unused[:6]) + (" ..." if len(unused) > 6 else ""))

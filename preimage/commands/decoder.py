@@ -76,8 +76,9 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
 
 @decoder.command(context_settings=CTX)
 @click.argument("features", type=click.Path(exists=True, file_okay=False))
-@click.option("--arch", "-a", default=None, show_default="alexnet_fc8",
-              help="alexnet_fc8, alexnet_conv5, mirror (needs --model), deepsim (needs --model, --feature-layer).")
+@click.option("--arch", "-a", default=None,
+              help="alexnet_fc8 (default), alexnet_conv5, mirror (needs --model), deepsim (needs --model, "
+                   "--feature-layer).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoint.pt, metrics.jsonl, samples/, tb/. An existing run there is resumed.")
 @click.option("--batch", type=int, default=None, help="Global batch (split over torchrun processes).  [default: 64]")

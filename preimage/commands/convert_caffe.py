@@ -15,7 +15,10 @@ import click
 @click.option("--random-weights", is_flag=True,
               help="No caffemodel: seeded He-normal weights, for structure-only work.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-weights.")
-def convert_caffe(prototxt, weights, output, opset, random_weights, seed):
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=N,C,H,W",
+              help="Replace an input's declared shape (repeatable), or give one the prototxt cannot "
+                   "(Python or HDF5 data layers).")
+def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_shapes):
     """Convert a Caffe net (deploy prototxt + caffemodel) to ONNX that computes what Caffe computed.
 
     \b
@@ -23,6 +26,7 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed):
       preimage convert caffe alexnet.prototxt                  # uses alexnet.caffemodel -> alexnet.onnx
       preimage convert caffe net.prototxt --weights snap_iter_10000.caffemodel -o net.onnx
       preimage convert caffe net.prototxt --random-weights     # structure only, no caffemodel
+      preimage convert caffe fcn.prototxt --input-shape data=1,3,500,500
 
     \b
     Every Caffe layer becomes ONNX nodes whose output is named after the layer (<layer>/<top> for
@@ -34,7 +38,17 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed):
 
     if output is None:
         output = os.path.splitext(prototxt)[0] + ".onnx"
-    conv = convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed)
+    shapes = {}
+    for item in input_shapes:
+        name, _, dims = item.partition("=")
+        try:
+            shapes[name.strip()] = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape") from None
+        if not name.strip() or not shapes[name.strip()]:
+            raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape")
+    conv = convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed,
+                              input_shapes=shapes)
     for note in conv.notices:
         click.echo(f"warning: {note}", err=True)
     m = conv.model

@@ -41,18 +41,22 @@ def find_weights(prototxt):
     return None
 
 
-def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0):
+def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
+                  input_shapes=None):
     """Convert a Caffe net to an ``onnx.ModelProto`` (and write it atomically to ``output`` if given).
 
     ``weights``: the .caffemodel; default: the one of the same stem beside the prototxt. Without one,
     a :class:`PreimageError` unless ``random_weights=True`` (seeded He-normal weights, for
-    structure-only work).
+    structure-only work). ``input_shapes``: ``{input blob: shape}`` replacing declared shapes (e.g.
+    another image size for a fully convolutional net) or giving ones the file cannot (Python or HDF5
+    data layers).
     """
-    return convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed).model
+    return convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed,
+                              input_shapes=input_shapes).model
 
 
 def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
-                       weightless=False, _collect_blobs=None):
+                       weightless=False, input_shapes=None, _collect_blobs=None):
     """:func:`convert_caffe` returning a :class:`Conversion` (model, notices). ``weightless=True``: no
     weights at all, they become typed graph inputs (for describing a net's structure cheaply)."""
     prototxt = os.fspath(prototxt)
@@ -61,6 +65,7 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
         raise PreimageError(f"opset {opset} is not supported; choose {SUPPORTED_OPSETS.start}.."
                             f"{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     spec = read_net(prototxt)
+    spec.input_shapes = {str(k): [int(d) for d in v] for k, v in (input_shapes or {}).items()}
     notices = list(spec.notices)
     wdict, wsha = None, None
     if weightless:
@@ -256,8 +261,13 @@ def _build(spec, b, notices, opset):
         if batch is None:
             batch = shape[0]
 
+    overrides = dict(getattr(spec, "input_shapes", {}) or {})
+
+    def shape_of(name, declared):
+        return overrides.pop(name) if name in overrides else declared
+
     for name, shape in spec.inputs.items():
-        add_input(name, shape, f"input '{name}'")
+        add_input(name, shape_of(name, shape), f"input '{name}'")
 
     for layer in spec.layers:
         t = layer.type
@@ -269,10 +279,15 @@ def _build(spec, b, notices, opset):
             if t == "Python" and len(layer.bottom):
                 raise b.error("Python layers are not supported (only as data layers without bottoms)",
                               UnsupportedError)
-            shapes = _data_layer_shapes(b, layer, spec)
+            if all(t in overrides for t in layer.top):
+                shapes = [overrides[t] for t in layer.top]
+            elif layer.top and layer.top[0] in overrides and t != "Input":
+                shapes = [overrides[layer.top[0]]] + [[overrides[layer.top[0]][0]]] * (len(layer.top) - 1)
+            else:
+                shapes = _data_layer_shapes(b, layer, spec)
             outs = []
             for top, shape in zip(layer.top, shapes):
-                add_input(top, shape, f"layer '{layer.name}'")
+                add_input(top, shape_of(top, shape), f"layer '{layer.name}'")
                 data_layers[top] = layer
                 outs.append(top)
             # the layer's own output value(s): the inputs themselves when the names agree
@@ -318,6 +333,9 @@ def _build(spec, b, notices, opset):
         layer_meta.append({"name": layer.name, "type": t, "bottoms": list(layer.bottom), "tops": list(layer.top),
                            "value": vals[0], "values": vals})
 
+    if overrides:
+        raise PreimageError(f"input shape given for {', '.join(sorted(overrides))}, which is not an input of the net "
+                            f"(inputs: {', '.join(n for n, _ in graph_inputs)})", path=spec.path)
     # inputs nothing uses (e.g. a Data layer's label) are left out of the graph
     used_inputs = [(n, s) for n, s in graph_inputs if consumers.get(n)]
     dropped_inputs = {n for n, _ in graph_inputs} - {u for u, _ in used_inputs}

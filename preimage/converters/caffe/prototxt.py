@@ -13,7 +13,7 @@ from google.protobuf import text_format
 
 from ...errors import FormatError, PreimageError
 from .proto import caffe_pb2
-from .upgrade import upgrade_v1_layer
+from .upgrade import merge_v0_padding, upgrade_v1_layer
 
 # Pooling field 13 is `round_mode: CEIL|FLOOR` in BVLC Caffe and `ceil_mode: true|false` in widespread
 # forks. The text is rewritten to BVLC's spelling before parsing (line numbers are kept).
@@ -38,6 +38,7 @@ class NetSpec:
     layers: List[object] = field(default_factory=list)  # caffe_pb2.LayerParameter
     legacy_format: str = "V2"
     notices: List[str] = field(default_factory=list)
+    input_shapes: Dict[str, List[int]] = field(default_factory=dict)  # the caller's overrides
 
 
 def parse_net_text(text, path="<prototxt>"):
@@ -77,7 +78,7 @@ def net_spec_from_param(net, path="<prototxt>"):
         spec.legacy_format = "V1"
         if any(l.HasField("layer") for l in net.layers):
             spec.legacy_format = "V0"
-        layers = [upgrade_v1_layer(l, path, i) for i, l in enumerate(net.layers)]
+        layers = merge_v0_padding([upgrade_v1_layer(l, path, i) for i, l in enumerate(net.layers)], path)
     else:
         layers = list(net.layer)
     spec.inputs = _declared_inputs(net, path)

@@ -71,6 +71,7 @@ _V0_TYPES = {
     "tanh": "TanH", "sigmoid": "Sigmoid", "bnll": "BNLL", "flatten": "Flatten", "split": "Split",
     "images": "ImageData", "softmax_loss": "SoftmaxWithLoss", "accuracy": "Accuracy",
     "euclidean_loss": "EuclideanLoss", "multinomial_logistic_loss": "MultinomialLogisticLoss",
+    "padding": "V0Padding",  # merged into the next convolution by merge_v0_padding
 }
 
 
@@ -115,6 +116,8 @@ def upgrade_v0_layer(v1, path="<prototxt>", index=0):
         out.dropout_param.dropout_ratio = v0.dropout_ratio
     elif t == "concat":
         out.concat_param.axis = v0.concat_dim
+    elif t == "padding":
+        out.convolution_param.pad.append(v0.pad)  # carried to the consuming convolution
     elif t in ("data", "images"):
         tp = out.transform_param
         tp.scale = v0.scale
@@ -131,6 +134,24 @@ def upgrade_v0_layer(v1, path="<prototxt>", index=0):
     return out
 
 
-def check_not_mixed(net, path):
-    if len(net.layers) and len(net.layer):
-        raise FormatError("the file mixes V1 'layers' and V2 'layer' entries", path=path)
+def merge_v0_padding(layers, path="<prototxt>"):
+    """V0 nets padded with separate "padding" layers; fold each into the convolution it feeds."""
+    pads = {l.top[0]: l for l in layers if l.type == "V0Padding"}
+    if not pads:
+        return layers
+    out = []
+    for l in layers:
+        if l.type == "V0Padding":
+            continue
+        for i, bottom in enumerate(l.bottom):
+            if bottom in pads:
+                if l.type not in ("Convolution", "Pooling"):
+                    raise UnsupportedError(f"a V0 padding layer feeds a {l.type} layer; only convolution and "
+                                           f"pooling can absorb it", path=path, where=f"layer '{l.name}'")
+                p = pads[bottom]
+                param = l.convolution_param if l.type == "Convolution" else l.pooling_param
+                del param.pad[:]
+                param.pad.append(p.convolution_param.pad[0])
+                l.bottom[i] = p.bottom[0]
+        out.append(l)
+    return out

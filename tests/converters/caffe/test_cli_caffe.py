@@ -83,3 +83,13 @@ def test_help_teaches_with_examples():
     assert r.exit_code == 0 and "Examples:" in r.output and "--random-weights" in r.output
     r = CliRunner().invoke(cli, ["layers", "--help"])
     assert r.exit_code == 0 and "Examples:" in r.output
+
+
+def test_input_shape_option(tmp_path):
+    p = tmp_path / "tiny.prototxt"
+    p.write_text(TRAIN_NET)
+    r = CliRunner().invoke(cli, ["convert", "caffe", str(p), "--random-weights", "--input-shape", "data=2,3,20,20"])
+    assert r.exit_code == 0, r.output
+    assert "inputs: data Nx3x20x20" in r.stdout
+    r = CliRunner().invoke(cli, ["convert", "caffe", str(p), "--random-weights", "--input-shape", "data:2x3"])
+    assert r.exit_code == 2 and "NAME=N,C,H,W" in r.output

@@ -171,3 +171,33 @@ def test_layer_named_differently_from_its_top(tmp_path):
     got = run(model, {"data": x}, ["input", "act", "act2"])
     np.testing.assert_array_equal(got["input"], x)
     np.testing.assert_allclose(got["act2"], 1 / (1 + np.exp(-np.maximum(x, 0))), rtol=1e-6)
+
+
+def test_v0_padding_layers_fold_into_the_convolution(tmp_path):
+    padded = V0.replace(
+        'layers { layer { name: "conv1" type: "conv" num_output: 4 kernelsize: 5 stride: 2 pad: 1 } bottom: "data" top: "conv1" }',
+        'layers { layer { name: "pad1" type: "padding" pad: 1 } bottom: "data" top: "pad1" }\n'
+        'layers { layer { name: "conv1" type: "conv" num_output: 4 kernelsize: 5 stride: 2 } bottom: "pad1" top: "conv1" }')
+    (tmp_path / "v0.prototxt").write_text(padded)
+    (tmp_path / "v2.prototxt").write_text(V2)
+    model = convert_caffe(tmp_path / "v0.prototxt", random_weights=True, seed=2)
+    ref = convert_caffe(tmp_path / "v2.prototxt", random_weights=True, seed=2)
+    x = np.random.default_rng(3).standard_normal((1, 3, 19, 19)).astype(np.float32)
+    np.testing.assert_array_equal(_outputs(model, x)["fc"], _outputs(ref, x)["fc"])
+    assert "pad1" not in {l["name"] for l in meta(model)["preimage.layers"]}
+
+
+def test_input_shape_override(tmp_path):
+    p = tmp_path / "py.prototxt"
+    p.write_text('layer { name: "data" type: "Python" top: "data" top: "label" python_param { module: "m" layer: "L" } }\n'
+                 'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 2 kernel_size: 3 } }\n')
+    with pytest.raises(PreimageError, match="cannot tell the shape"):
+        convert_caffe(p, random_weights=True)
+    m = meta(convert_caffe(p, random_weights=True, input_shapes={"data": [2, 3, 10, 12]}))
+    assert m["preimage.inputs"] == {"data": [2, 3, 10, 12]}
+    q = tmp_path / "v2.prototxt"
+    q.write_text(V2)
+    model = convert_caffe(q, random_weights=True, input_shapes={"data": [1, 3, 35, 35]})
+    assert meta(model)["preimage.inputs"] == {"data": [1, 3, 35, 35]}
+    with pytest.raises(PreimageError, match="not an input of the net"):
+        convert_caffe(q, random_weights=True, input_shapes={"image": [1, 3, 35, 35]})

@@ -19,10 +19,14 @@ import click
 @click.option("--rtol", type=float, default=1e-5, show_default=True,
               help="A tensor passes when max|out - ref| <= rtol * max|ref|.")
 @click.option("--grad-rtol", type=float, default=1e-4, show_default=True, help="The same for gradients.")
+@click.option("--grad-decisions", type=click.Choice(["reference", "model"]), default="reference", show_default=True,
+              help="For --grads: take max-pooling argmax and ReLU on/off from the reference activations "
+                   "(float32 rounding flips near-ties between Caffe and torch, which moves a window's gradient "
+                   "to another pixel), or from the model's own forward pass.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the report (every row, the summary) as JSON to this file.")
-def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, device, json_out):
+def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, grad_decisions, device, json_out):
     """Compare a converted model with reference activations and input gradients.
 
     Prints one row per tensor (name, shape, max |ref|, max abs error, relative error, pass/FAIL) and a
@@ -39,7 +43,7 @@ def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, de
     from ..converters.validate import validate as run, write_json
 
     report = run(model, reference, input=input_, grads=grads, keys=keys, backend=backend, rtol=rtol,
-                 grad_rtol=grad_rtol, device=device)
+                 grad_rtol=grad_rtol, device=device, decisions=grad_decisions)
     click.echo(report.table())
     for name in report.unmatched:
         click.echo(f"unmatched reference name: {name} (no such {'blob' if keys == 'blobs' else 'layer'} in the model)")

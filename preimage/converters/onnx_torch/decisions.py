@@ -67,3 +67,30 @@ def reference_decisions(net, values):
     finally:
         for module in touched:
             module.decide_from = None
+
+
+@contextlib.contextmanager
+def recorded_decisions(net):
+    """Within the block, record what the max pools and ReLUs of ``net`` decide from: yields a dict
+    ``{ONNX value name: tensor}`` (pool inputs, ReLU outputs) filled by each forward pass, to be given to
+    :func:`reference_decisions` of another copy (e.g. the float64 twin in a rounding-noise estimate)."""
+    from .pooling import Pool2d
+
+    seen, handles = {}, []
+
+    def hook(module, inputs, output):
+        if isinstance(module, Pool2d):
+            seen[module.onnx_mapping.inputs[0]] = inputs[0].detach()
+        else:
+            seen[module.onnx_mapping.outputs[0]] = output.detach()
+
+    try:
+        for module in net.modules():
+            if getattr(module, "onnx_mapping", None) is None:
+                continue
+            if (isinstance(module, Pool2d) and module.mode == "max") or isinstance(module, ReLU):
+                handles.append(module.register_forward_hook(hook))
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()

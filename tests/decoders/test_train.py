@@ -79,7 +79,10 @@ def test_resume_continues_exactly(four, tmp_path):
     train_decoder(four, tmp_path / "a", **kw)
     first = train_decoder(four, tmp_path / "b", stop_after=13, **kw)  # stops mid logging window, checkpoints
     assert first["iter"] == 13 and not first["finished"]
+    before = (tmp_path / "b" / "metrics.jsonl").read_text()
     train_decoder(four, tmp_path / "b", **kw)
+    # it continued rather than started over: the logged lines (with their timings) are kept as they were
+    assert (tmp_path / "b" / "metrics.jsonl").read_text().startswith(before)
     a, b = _curve(tmp_path / "a"), _curve(tmp_path / "b")
     assert [x[0] for x in a] == [x[0] for x in b]
     np.testing.assert_allclose(np.array([x[1] for x in b]), np.array([x[1] for x in a]), rtol=1e-6)
@@ -112,9 +115,13 @@ def test_killed_process_resumes_exactly(four, tmp_path):
             p.kill()
     done = len(read_metrics(run))
     assert (run / "checkpoint.pt").exists() and done < 30
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)["iter"]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    kept = "".join(line + "\n" for line in lines[:saved // 5])  # logged every 5 iterations, all before the checkpoint
     subprocess.run([sys.executable, "-c", code, str(four), str(run), json.dumps(kw)], env=env, check=True)
     subprocess.run([sys.executable, "-c", code, str(four), str(tmp_path / "ref"), json.dumps(kw)], env=env, check=True)
     a, b = _curve(tmp_path / "ref"), _curve(run)
+    assert saved > 0 and (run / "metrics.jsonl").read_text().startswith(kept)  # resumed, not restarted
     assert [x[0] for x in b] == list(range(5, 151, 5))
     np.testing.assert_allclose(np.array([x[1] for x in b]), np.array([x[1] for x in a]), rtol=1e-6)
 

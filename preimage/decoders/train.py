@@ -472,6 +472,12 @@ def load_checkpoint(path):
 
 
 def read_metrics(run_dir):
-    """The run's metrics.jsonl as a list of dicts."""
+    """The run's metrics.jsonl as a list of dicts (a last line cut by a hard kill is left out)."""
+    out = []
     with open(os.path.join(os.fspath(run_dir), "metrics.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out

@@ -162,10 +162,9 @@ def optimize(features, samples, cfg, size, device="cpu", dtype=torch.float32, pr
                     curves_L[:, step] = loss.detach()
                     for c, g, opt in zip(canvases, grads, opts):
                         c.requires_grad_(False)
-                        hw = c.shape[-1] * c.shape[-2]
-                        if cfg.grad_scale == "hw":
-                            g = g * hw
-                        opt.step(c, g, scale, rate=hw if cfg.grad_scale == "rate" else 1.0)
+                        hw = float(c.shape[-1] * c.shape[-2])
+                        gain = hw if cfg.grad_scale == "hw" else 1.0
+                        opt.step(c, g, scale, rate=hw if cfg.grad_scale == "rate" else 1.0, gain=gain)
                         for hook in hooks:
                             hook(c, g, cfg)
                 step += 1

@@ -34,13 +34,14 @@ class AdaGradMomentum:
         self.G = self.mu = None
 
     @torch.no_grad()
-    def step(self, x, g, scale=1.0, rate=1.0):
+    def step(self, x, g, scale=1.0, rate=1.0, gain=1.0):
+        """One step on the gradient ``gain * g`` (gain: the H W factor, folded in to save a pass)."""
         if self.G is None:
             self.G = torch.zeros_like(x)
             self.mu = torch.zeros_like(x)
-        self.G.mul_(self.rho).addcmul_(g, g)
-        eta = (scale * rate) / (1.0 / self.eta0 + self.G.sqrt())
-        self.mu.mul_(self.rho).addcmul_(eta, g, value=-1.0)
+        self.G.mul_(self.rho).addcmul_(g, g, value=gain * gain)
+        denom = self.G.sqrt().add_(1.0 / self.eta0)
+        self.mu.mul_(self.rho).addcdiv_(g, denom, value=-scale * rate * gain)
         x.add_(self.mu)
 
 
@@ -60,7 +61,9 @@ class Adam:
         self.t = 0
 
     @torch.no_grad()
-    def step(self, x, g, scale=1.0, rate=1.0):
+    def step(self, x, g, scale=1.0, rate=1.0, gain=1.0):
+        if gain != 1.0:
+            g = g * gain
         if self.m is None:
             self.m = torch.zeros_like(x)
             self.v = torch.zeros_like(x)
@@ -92,8 +95,8 @@ def project_ball(x, grad, cfg):
     """Project each pixel's colour vector onto the ball of radius B+ (not a per-channel clamp)."""
     if cfg.Bplus is None:
         return
-    norm = x.norm(dim=1, keepdim=True)
-    x.mul_((cfg.Bplus / norm.clamp_min(1e-12)).clamp(max=1.0))
+    sq = (x * x).sum(dim=1, keepdim=True)
+    x.mul_((cfg.Bplus * cfg.Bplus / sq.clamp_min_(1e-24)).clamp_(max=1.0).sqrt_())
 
 
 @HOOKS.register("clip")

@@ -13,10 +13,8 @@ register = REGULARIZERS.register
 
 def _forward_differences(x):
     """Horizontal and vertical forward differences with a replicated border (the last difference is 0)."""
-    dx = torch.zeros_like(x)
-    dy = torch.zeros_like(x)
-    dx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
-    dy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
+    dx = torch.nn.functional.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
+    dy = torch.nn.functional.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
     return dx, dy
 
 
@@ -25,20 +23,68 @@ def _power(s, p, eps):
     return (s + eps) ** p if p < 1 else s ** p
 
 
+def _dpower(s, p, eps):
+    """d(s ** p)/ds, consistent with :func:`_power`."""
+    if p == 1:
+        return torch.ones_like(s)
+    return p * ((s + eps) ** (p - 1) if p < 1 else s ** (p - 1))
+
+
+# The two priors of the default preset run every step on whole canvases, so they have written-out
+# backward passes: autograd through slices would allocate a zero canvas per slice (a dozen full-size
+# fills per step). Their values and gradients are tested against NumPy and finite differences.
+class _BoundedRange(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha, B):
+        h, w = x.shape[-2:]
+        norm = h * w * float(B) ** alpha
+        sq = (x * x).sum(dim=1)  # squared colour norm per pixel, N x H x W
+        p = alpha / 2
+        ctx.save_for_backward(x, sq)
+        ctx.p, ctx.norm = p, norm
+        return _power(sq, p, 1e-12).flatten(1).sum(1) / norm
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, sq = ctx.saved_tensors
+        coef = _dpower(sq, ctx.p, 1e-12).mul_(2.0 / ctx.norm) * grad_out.view(-1, 1, 1)
+        return x * coef.unsqueeze(1), None, None
+
+
+class _TV(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, beta, V):
+        h, w = x.shape[-2:]
+        norm = h * w * float(V) ** beta
+        dx, dy = _forward_differences(x)
+        s = dx * dx + dy * dy
+        p = beta / 2
+        ctx.save_for_backward(dx, dy, s)
+        ctx.p, ctx.norm = p, norm
+        return _power(s, p, 1e-12).flatten(1).sum(1) / norm
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        dx, dy, s = ctx.saved_tensors
+        k = _dpower(s, ctx.p, 1e-12).mul_(grad_out.view(-1, 1, 1, 1) * (2.0 / ctx.norm))
+        a = dx.mul_(k)  # dE/d(dx); the saved differences are not needed afterwards
+        b = dy.mul_(k)
+        g = -(a + b)
+        g[..., :, 1:] += a[..., :, :-1]
+        g[..., 1:, :] += b[..., :-1, :]
+        return g, None, None
+
+
 @register("bounded_range")
 def bounded_range(x, alpha=6.0, B=80.0):
     """N_alpha(x) = 1/(H W B^alpha) * sum over pixels of ||x(v, u, :)||^alpha (isotropic colour norm)."""
-    h, w = x.shape[-2:]
-    sq = (x * x).sum(dim=1)  # N x H x W: squared colour norm per pixel
-    return _power(sq, alpha / 2, 1e-12).flatten(1).sum(1) / (h * w * float(B) ** alpha)
+    return _BoundedRange.apply(x, float(alpha), float(B))
 
 
 @register("tv")
 def tv(x, beta=2.0, V=80.0 / 6.5):
     """TV^beta(x) = 1/(H W V^beta) * sum_{v,u,k} (dx^2 + dy^2)^(beta/2), forward differences."""
-    h, w = x.shape[-2:]
-    dx, dy = _forward_differences(x)
-    return _power(dx * dx + dy * dy, beta / 2, 1e-12).flatten(1).sum(1) / (h * w * float(V) ** beta)
+    return _TV.apply(x, float(beta), float(V))
 
 
 @register("l6")
@@ -54,5 +100,5 @@ def l6(x, p=6.0):
 @register("sqrt_tv")
 def sqrt_tv(x):
     """PoseNet variant's TV: sum_{i,j,k} sqrt(dx^2 + dy^2), forward differences, no normalisation."""
-    dx, dy = _forward_differences(x)
-    return _power(dx * dx + dy * dy, 0.5, 1e-12).flatten(1).sum(1)
+    h, w = x.shape[-2:]
+    return _TV.apply(x, 1.0, 1.0) * (h * w)

@@ -38,4 +38,5 @@ def crop(canvas, offsets, height, width):
     if len(set(offsets)) == 1:
         t, l = offsets[0]
         return canvas[..., t:t + height, l:l + width]
-    return torch.stack([canvas[i, :, t:t + height, l:l + width] for i, (t, l) in enumerate(offsets)])
+    # unbind first: indexing canvas[i] would make autograd build a full-batch zero tensor per sample
+    return torch.stack([c[:, t:t + height, l:l + width] for c, (t, l) in zip(canvas.unbind(0), offsets)])

@@ -1,0 +1,203 @@
+"""Inversion speed: image-steps per second of the batched engine vs a naive loop, and vs the FLOP floor.
+
+Full-width AlexNet (227 x 227, seeded random weights via the Caffe converter), target layers fc8 and
+conv3, batch 1 and 8. One image-step = one forward to the layer + backward to the input + AdaGrad step +
+regularizers + jitter for one image. The naive baseline is the usual script: one image at a time, a torch
+module whose parameters require grad (so backward also computes weight gradients), loss.backward().
+
+FLOP floor: 2 x the forward FLOPs up to the layer per image-step (forward, and backward to the input
+only; ~2.9 GFLOP to fc8) at --gflops (default 155, the float32 GEMM rate of the 2-core CI machine; the
+script also measures this machine's GEMM rate). ratio = measured time per image-step / floor time
+(1.0 = at the floor; target at batch 8: <= 1.5 on CPU).
+
+    python benchmarks/invert.py                    # CPU, fc8 and conv3, batch 1 and 8
+    python benchmarks/invert.py --device cuda --batches 8 32
+    python benchmarks/invert.py --corpus           # also: Table-5-style errors on the corpus nets
+
+The last line is JSON (name, value, unit, baseline, ratio, target) for fc8 at the largest batch.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+
+def alexnet_features(layers, device):
+    from preimage.converters.caffe.convert import convert_caffe
+    from preimage.converters.onnx_torch.load import load_features
+    from preimage.models.architectures import alexnet
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        proto = os.path.join(d, "alexnet.prototxt")
+        with open(proto, "w") as f:
+            f.write(alexnet())
+        model = convert_caffe(proto, None, random_weights=True, seed=0)
+    return model, load_features(model, outputs=layers, device=device)
+
+
+def forward_gflops(fx, layer, device):
+    total = []
+
+    def hook(m, inp, out):
+        if isinstance(m, torch.nn.Conv2d):
+            total.append(2 * out[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1])
+        elif isinstance(m, torch.nn.Linear):
+            total.append(2 * m.in_features * m.out_features)
+
+    hs = [m.register_forward_hook(hook) for m in fx.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        fx(torch.zeros(1, 3, 227, 227, device=device))
+    for h in hs:
+        h.remove()
+    return sum(total) / 1e9
+
+
+def gemm_gflops(device, n=2048, reps=5):
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def engine_rate(fx, layer, batch, steps, device):
+    from preimage.invert import engine, presets
+
+    cfg = presets.get("mahendran2016", iters=steps, fine_iters=0)
+    with torch.no_grad():
+        target = fx(torch.randn(1, 3, 227, 227, device=device) * 50)[layer][0]
+    samples = [engine.Sample(layer, target, seed=s, C=1.0, T=8 if layer == "fc8" else 4) for s in range(batch)]
+    engine.optimize(fx, samples, cfg.replace(iters=2), (227, 227), device=device, progress=False)  # warm-up
+    t = time.perf_counter()
+    engine.optimize(fx, samples, cfg, (227, 227), device=device, progress=False)
+    _sync(device)
+    return batch * steps / (time.perf_counter() - t)
+
+
+def naive_rate(onnx_model, layer, steps, device, images=2):
+    """One image at a time, weights requiring grad, plain autograd + hand AdaGrad-momentum step."""
+    import onnx2torch
+
+    from preimage.converters.onnx_torch import graph as G
+    from preimage.converters.onnx_torch import ops  # noqa: F401  (preimage's operator converters)
+
+    found, _ = G.resolve(onnx_model, [layer], "auto")
+    net = onnx2torch.convert(G.prune(onnx_model, list(found.values()))).to(device)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    with torch.no_grad():
+        target = net(torch.randn(1, 3, 227, 227, device=device) * 50)
+    t = time.perf_counter()
+    for i in range(images):
+        x = (torch.rand(1, 3, 227, 227, device=device) * 2 - 1) * 46
+        G2 = torch.zeros_like(x)
+        mu = torch.zeros_like(x)
+        for _ in range(steps):
+            x.requires_grad_(True)
+            net.zero_grad()
+            out = net(x)
+            loss = ((out - target) ** 2).sum() / (target ** 2).sum() + (x.norm(dim=1) ** 6).mean() / 80 ** 6
+            loss.backward()
+            with torch.no_grad():
+                g = x.grad * 227 * 227
+                G2 = 0.9 * G2 + g * g
+                mu = 0.9 * mu - g / (1 / 53.3 + G2.sqrt())
+                x = x.detach() + mu
+    _sync(device)
+    return images * steps / (time.perf_counter() - t)
+
+
+def corpus_table(device):
+    """Normalised reconstruction error of mahendran2016 on the corpus input, per layer (Table-5 style)."""
+    import tempfile
+
+    import numpy as np
+
+    from preimage.converters.caffe.convert import convert_caffe
+    from preimage.invert import engine, presets
+    from preimage.invert.model import open_model
+    from preimage.invert.transforms import jitter_amount
+
+    root = os.environ.get("PREIMAGE_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+    rows = []
+    for net, layers in [("alexnet", ["conv3", "relu5", "fc8"]), ("posenet", ["conv4", "fc5"])]:
+        folder = os.path.join(root, "conformance", "caffe", net)
+        if not os.path.isdir(folder):
+            print(f"corpus not found at {folder}; skipping", file=sys.stderr)
+            return rows
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, f"{net}.onnx")
+            convert_caffe(os.path.join(folder, "net.prototxt"), os.path.join(folder, "net.caffemodel"), path)
+            m = open_model(path, layers, device)
+            x0 = torch.from_numpy(np.load(os.path.join(folder, "input.npy"))).to(device)
+            with torch.no_grad():
+                f = m.features(x0)
+            samples = [engine.Sample(l, f[l][0], seed=s, C=presets.mahendran_C(l, m.layers),
+                                     T=jitter_amount(m.stride(l))) for l in layers for s in range(2)]
+            t = time.perf_counter()
+            res, _ = engine.optimize(m.features, samples, presets.get("mahendran2016"), m.input_size, device=device,
+                                     progress=False)
+            secs = time.perf_counter() - t
+        for l in layers:
+            errs = [r["normalized_error"] for s, r in zip(samples, res) if s.layer == l]
+            C = next(s.C for s in samples if s.layer == l)
+            rows.append((net, l, C, sum(errs) / len(errs), max(errs), secs))
+    print("\nmahendran2016 on the corpus input (2 seeds each; normalised error ||Phi(x*)-Phi0||/||Phi0||)")
+    print(f"{'net':8} {'layer':6} {'C':>5} {'mean':>7} {'worst':>7}")
+    for net, l, C, mean, worst, secs in rows:
+        print(f"{net:8} {l:6} {C:5g} {mean:7.3f} {worst:7.3f}")
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--layers", nargs="+", default=["fc8", "conv3"])
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--naive-steps", type=int, default=4)
+    ap.add_argument("--gflops", type=float, default=155.0, help="float32 GEMM rate defining the floor")
+    ap.add_argument("--corpus", action="store_true", help="also print the corpus error table")
+    args = ap.parse_args()
+
+    device = args.device
+    onnx_model, fx = alexnet_features(args.layers, device)
+    measured = gemm_gflops(device)
+    print(f"device {device}, torch threads {torch.get_num_threads()}, measured GEMM {measured:.0f} GFLOP/s, "
+          f"floor uses {args.gflops:g} GFLOP/s")
+    print(f"{'layer':6} {'batch':>5} {'img-steps/s':>12} {'naive':>8} {'speed-up':>8} {'floor':>8} {'x floor':>8}")
+    last = None
+    for layer in args.layers:
+        gf = 2 * forward_gflops(fx, layer, device)
+        floor = args.gflops / gf
+        naive = naive_rate(onnx_model, layer, args.naive_steps, device)
+        for b in args.batches:
+            rate = engine_rate(fx, layer, b, args.steps, device)
+            ratio = floor / rate
+            print(f"{layer:6} {b:5d} {rate:12.2f} {naive:8.2f} {rate / naive:8.2f} {floor:8.2f} {ratio:8.2f}"
+                  f"   ({gf:.2f} GFLOP per image-step)", flush=True)
+            if layer == args.layers[0]:
+                last = {"name": f"invert_alexnet_{layer}_batch{b}_{device}", "value": round(rate, 3),
+                        "unit": "image-steps/s", "baseline": round(naive, 3), "ratio": round(ratio, 3),
+                        "target": 1.5}
+    if args.corpus:
+        corpus_table(device)
+    print(json.dumps(last))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,6 @@ with the smaller of the two pads on each axis and the result is cropped to the O
 what pads mean for a transposed convolution. Plain symmetric cases keep onnx2torch's
 ``nn.ConvTranspose2d``.
 """
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -1,6 +1,5 @@
 """Hand-made ONNX models (onnx.helper) with the op patterns the Caffe converter uses, and an ONNX Runtime
 runner as the independent reference."""
-import re
 
 import numpy as np
 import onnx

@@ -150,3 +150,39 @@ def test_even_lrn_size_is_refused_as_caffe_does(tmp_path):
                          (1, 4, 5, 5))
     with pytest.raises(PreimageError, match="layer 'n'.*must be odd"):
         convert_text(tmp_path, text)
+
+
+@pytest.mark.parametrize("across, norm_var", [(False, True), (True, True), (False, False)])
+def test_mvn(tmp_path, across, norm_var):
+    shape = (2, 3, 4, 5)
+    text = one_layer_net(f'layer {{ name: "m" type: "MVN" bottom: "data" top: "m" mvn_param {{ '
+                         f'across_channels: {str(across).lower()} normalize_variance: {str(norm_var).lower()} eps: 0.001 }} }}',
+                         shape)
+    x = (RNG.standard_normal(shape) * 2 + 3).astype(np.float32)
+    y = run(convert_text(tmp_path, text), {"data": x}, ["m"])["m"]
+    axes = (1, 2, 3) if across else (2, 3)
+    x64 = x.astype(np.float64)
+    d = x64 - x64.mean(axis=axes, keepdims=True)
+    ref = d / (np.sqrt((d ** 2).mean(axis=axes, keepdims=True)) + 0.001) if norm_var else d
+    assert rel_err(y, ref) < 1e-5
+
+
+@pytest.mark.parametrize("op, fn", [("SUM", lambda v: v.sum(-1)), ("ASUM", lambda v: np.abs(v).sum(-1)),
+                                    ("SUMSQ", lambda v: (v ** 2).sum(-1)), ("MEAN", lambda v: v.mean(-1))])
+def test_reduction(tmp_path, op, fn):
+    shape = (2, 3, 4)
+    text = one_layer_net(f'layer {{ name: "r" type: "Reduction" bottom: "data" top: "r" reduction_param {{ '
+                         f'operation: {op} axis: 1 coeff: 2 }} }}', shape)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    y = run(convert_text(tmp_path, text), {"data": x}, ["r"])["r"]
+    assert rel_err(y, 2 * fn(x.astype(np.float64).reshape(2, -1))) < 1e-5
+
+
+def test_dropout_scale_train_false_and_argmax(tmp_path):
+    shape = (2, 5, 3, 3)
+    text = one_layer_net('layer { name: "d" type: "Dropout" bottom: "data" top: "d" dropout_param { dropout_ratio: 0.25 scale_train: false } }\n'
+                         'layer { name: "am" type: "ArgMax" bottom: "data" top: "am" argmax_param { axis: 1 } }', shape)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    got = run(convert_text(tmp_path, text), {"data": x}, ["d", "am"])
+    np.testing.assert_allclose(got["d"], x * 0.75, rtol=1e-6)
+    np.testing.assert_array_equal(got["am"], x.argmax(axis=1)[:, None].astype(np.float32))

@@ -15,7 +15,16 @@ register("Sigmoid")(_unary("Sigmoid"))
 register("TanH")(_unary("Tanh"))
 register("AbsVal")(_unary("Abs"))
 register("BNLL")(_unary("Softplus"))  # log(1 + exp(x))
-register("Dropout")(_unary("Identity"))  # TEST phase: Caffe's dropout passes x through unscaled
+
+
+@register("Dropout")
+def dropout(b, layer, xs):
+    """TEST phase: identity; with ``scale_train: false`` Caffe scales by (1 - ratio) at test time instead."""
+    p = layer.dropout_param
+    if p.scale_train:
+        b.op("Identity", xs[:1], out=b.outs[0], shape=b.shape(xs[0]))
+    else:
+        b.op("Mul", [xs[0], b.scalar(1.0 - p.dropout_ratio, "keep")], out=b.outs[0], shape=b.shape(xs[0]))
 
 
 @register("ReLU")

@@ -105,3 +105,22 @@ def prelu(b, layer, xs):
         c = shape[1] if len(shape) > 1 else 1
         slope = b.blob(0, (c,), "prelu", label="slope", store_shape=(c,) + (1,) * max(0, len(shape) - 2))
     b.op("PRelu", [xs[0], slope], out=b.outs[0], shape=shape)
+
+
+@register("MVN")
+def mvn(b, layer, xs):
+    """Mean-variance normalisation per sample and channel (over H x W), or per sample (over C x H x W)
+    with across_channels: (x - mean) / (std + eps), Caffe adding eps to the standard deviation."""
+    p = layer.mvn_param
+    shape = b.shape(xs[0])
+    first = 1 if p.across_channels else 2
+    if len(shape) <= first:
+        raise b.error(f"expects at least {first + 1} axes, got shape {list(shape)}")
+    axes = list(range(first, len(shape)))
+    x = xs[0]
+    d = b.op("Sub", [x, b.op("ReduceMean", [x], axes=axes, keepdims=1)])
+    if not p.normalize_variance:
+        b.op("Identity", [d], out=b.outs[0], shape=shape)
+        return
+    std = b.op("Sqrt", [b.op("ReduceMean", [b.op("Mul", [d, d])], axes=axes, keepdims=1)])
+    b.op("Div", [d, b.op("Add", [std, b.scalar(p.eps, "eps")])], out=b.outs[0], shape=shape)

@@ -195,3 +195,40 @@ def tile(b, layer, xs):
     reps[axis] = int(p.tiles)
     shape[axis] *= int(p.tiles)
     b.op("Tile", [xs[0], b.ints(reps, "repeats")], out=b.outs[0], shape=shape)
+
+
+@register("Reduction")
+def reduction(b, layer, xs):
+    """SUM / ASUM / SUMSQ / MEAN over all axes from `axis` on, times coeff (output: the leading axes)."""
+    p = layer.reduction_param
+    shape = b.shape(xs[0])
+    axis = canonical_axis(b, p.axis, len(shape)) if len(shape) else 0
+    axes = list(range(axis, len(shape)))
+    x = xs[0]
+    if p.operation == p.ASUM:
+        x = b.op("Abs", [x])
+    elif p.operation == p.SUMSQ:
+        x = b.op("Mul", [x, x])
+    out_shape = tuple(shape[:axis])
+    coeff = float(p.coeff) / (int(np.prod(shape[axis:])) if p.operation == p.MEAN else 1)
+    if not out_shape:
+        raise b.error("reduction to a scalar (axis 0) is not supported: the batch would disappear", UnsupportedError)
+    s = b.op("ReduceSum", [x, b.ints(axes, "axes")], keepdims=0)
+    if coeff == 1.0:
+        b.op("Identity", [s], out=b.outs[0], shape=out_shape)
+    else:
+        b.op("Mul", [s, b.scalar(coeff, "coeff")], out=b.outs[0], shape=out_shape)
+
+
+@register("ArgMax")
+def argmax(b, layer, xs):
+    """Index of the largest value along `axis` (top_k 1, as float, like Caffe); other forms unsupported."""
+    p = layer.argmax_param
+    shape = b.shape(xs[0])
+    if not p.HasField("axis") or p.top_k != 1 or p.out_max_val:
+        raise b.error("only ArgMax with an axis, top_k 1 and no out_max_val is supported", UnsupportedError)
+    axis = canonical_axis(b, p.axis, len(shape))
+    idx = b.op("ArgMax", xs[:1], axis=axis, keepdims=1)
+    out = list(shape)
+    out[axis] = 1
+    b.op("Cast", [idx], out=b.outs[0], shape=out, to=1)

@@ -1,5 +1,4 @@
 """Apply and experiments: feature manipulations against NumPy, the CLI end to end, imported decoders."""
-import json
 import os
 
 import numpy as np
@@ -9,7 +8,7 @@ from click.testing import CliRunner
 
 from preimage.cli import cli
 from preimage.decoders import experiments as E
-from preimage.decoders.apply import Decoder, apply_decoder, load_decoder
+from preimage.decoders.apply import apply_decoder, load_decoder
 from preimage.errors import PreimageError
 from preimage.models.preprocess import load_image
 

@@ -1,6 +1,5 @@
 """Through the real converters: a Caffe net converted to ONNX, features of the bundled photos, a
 decoder trained and applied from the command line; Ctrl-C during training keeps a resumable run."""
-import json
 import os
 import re
 import signal

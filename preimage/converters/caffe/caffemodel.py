@@ -179,6 +179,7 @@ class _MapHasher:
     def __init__(self, mm, size):
         self.sha = hashlib.sha256()
         self.done = 0
+        self.stop = False
         self.cond = threading.Condition()
         self.t = threading.Thread(target=self._run, args=(memoryview(mm), size), daemon=True)
         self.t.start()
@@ -186,6 +187,8 @@ class _MapHasher:
     def _run(self, view, size):
         try:
             for off in range(0, size, self.CHUNK):
+                if self.stop:
+                    return
                 end = min(size, off + self.CHUNK)
                 self.sha.update(view[off:end])
                 with self.cond:
@@ -204,6 +207,8 @@ class _MapHasher:
 
     def hexdigest(self):
         self.t.join()
+        if self.stop:
+            raise RuntimeError("hashing was stopped")
         return self.sha.hexdigest()
 
 
@@ -228,6 +233,7 @@ class Caffemodel:
         self._layers: Dict[str, List[Blob]] = {}
         self._by_address = {}
         self._scan()  # walks only headers: fast
+        self._sha = None
         self._hasher = _MapHasher(self._mm, self.size)
 
     def _scan(self):
@@ -252,7 +258,22 @@ class Caffemodel:
         return self._layers
 
     def sha256(self):
-        return self._hasher.hexdigest()
+        if self._sha is None:
+            self._sha = self._hasher.hexdigest()
+        return self._sha
+
+    def close(self):
+        """Stop hashing and release the mapping (so that the file can be rewritten safely: a mapped
+        file truncated by another writer would crash the process). Views still held elsewhere keep
+        the mapping alive until they go."""
+        if self._sha is None:
+            self._hasher.stop = True
+        self._hasher.t.join()
+        self._layers, self._by_address = {}, {}
+        try:
+            self._mm.close()
+        except BufferError:  # numpy views of the weights are still alive somewhere
+            pass
 
     def _blob_of(self, arr):
         """The blob whose whole data ``arr`` views (same memory, same size), else None."""

@@ -111,15 +111,20 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
                     written = b.sink.close()
                     b.sink = None
                 _write_model(f, model, raw=b.raw, skip=written, before_header=finish_metadata)
+        if wdict is not None:
+            unused = sorted(set(wdict.all()) - set(b.used_blobs))
+            if unused:
+                notices.append(f"the caffemodel holds weights for {len(unused)} layer(s) the net does not use: "
+                               + ", ".join(unused[:6]) + (" ..." if len(unused) > 6 else ""))
+        if _collect_blobs is not None:
+            _collect_blobs.update({k: {i: (np.array(a) if wdict is not None else a) for i, a in v.items()}
+                                   for k, v in b.used_blobs.items()})  # no views of the mapping escape
     finally:
         b.raw = {}
-    if _collect_blobs is not None:
-        _collect_blobs.update(b.used_blobs)
-    if wdict is not None:
-        unused = sorted(set(wdict.all()) - set(b.used_blobs))
-        if unused:
-            notices.append(f"the caffemodel holds weights for {len(unused)} layer(s) the net does not use: "
-                           + ", ".join(unused[:6]) + (" ..." if len(unused) > 6 else ""))
+        b.used_blobs = {}
+        b.weights = {}
+        if wdict is not None:
+            wdict.close()
     return Conversion(model, notices, spec, weights, b.n_params)
 
 

@@ -160,3 +160,19 @@ def test_cli_missing_caffemodel_says_so(tmp_path):
     r = CliRunner().invoke(cli, ["convert", "caffe", str(proto)])
     assert r.exit_code == 2 and "net.caffemodel not found" in r.output
     assert not (tmp_path / "net.onnx").exists()
+
+
+def test_caffemodel_rewritten_in_place_between_conversions(tiny, tmp_path):
+    """The caffemodel is memory-mapped while converting; a file rewritten in place afterwards (good or
+    truncated, possibly right after a failed conversion) must not upset the next conversion."""
+    proto, model = tiny
+    good = model.read_bytes()
+    path = tmp_path / "same.caffemodel"
+    for i in range(12):
+        with open(path, "wb") as f:  # in place: same inode, truncated first
+            f.write(good if i % 2 == 0 else good[: len(good) * i // 13])
+        if i % 2 == 0:
+            assert len(convert_caffe(proto, path).graph.initializer)
+        else:
+            with pytest.raises(PreimageError):
+                convert_caffe(proto, path)

@@ -186,3 +186,13 @@ def test_dropout_scale_train_false_and_argmax(tmp_path):
     got = run(convert_text(tmp_path, text), {"data": x}, ["d", "am"])
     np.testing.assert_allclose(got["d"], x * 0.75, rtol=1e-6)
     np.testing.assert_array_equal(got["am"], x.argmax(axis=1)[:, None].astype(np.float32))
+
+
+def test_pad_w_alone_is_read(tmp_path):
+    """pad_w given without pad_h: height unpadded, width padded (Caffe reads them as a pair)."""
+    shape = (1, 2, 6, 6)
+    text = one_layer_net('layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { '
+                         'num_output: 1 kernel_size: 3 pad_w: 2 bias_term: false } }', shape)
+    model = convert_text(tmp_path, text)
+    x = RNG.standard_normal(shape).astype(np.float32)
+    assert run(model, {"data": x}, ["c"])["c"].shape == (1, 1, 4, 8)

@@ -417,7 +417,15 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
                         bar.set_postfix(loss=f"{train_loss:.4g}", **({"val": f"{rec['val_loss']:.4g}"} if rec.get("val_loss") is not None else {}))
                     last = rec
                     wait, t0, n_imgs = 0.0, time.perf_counter(), 0
-                stopping = intr.requested or (stop_after is not None and it >= stop_after)
+                stopping = stop_after is not None and it >= stop_after
+                if world == 1:
+                    stopping = stopping or intr.requested
+                elif it % cfg.log_every == 0 and it < cfg.iters:  # ranks agree on a Ctrl-C at logging steps
+                    import torch.distributed as dist
+
+                    flag = torch.tensor(float(intr.requested), device=device)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    stopping = stopping or bool(flag.item())
                 if it % cfg.ckpt_every == 0 or it == cfg.iters or stopping:
                     window = [float(_all_mean(loss_sum, world).item()), n_in_window]
                     save(it)

@@ -2,7 +2,6 @@
 input pixels really reach one output unit."""
 import numpy as np
 import onnxruntime as ort
-import pytest
 
 from preimage.converters.caffe import convert_caffe
 from preimage.converters.caffe.writer import random_weights, write_caffemodel

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ...errors import FormatError, PreimageError
+from ...errors import FormatError
 
 FLOAT = TensorProto.FLOAT
 

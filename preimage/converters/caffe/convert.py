@@ -284,17 +284,16 @@ def _build(spec, b, notices, opset):
             if t == "Python" and len(layer.bottom):
                 raise b.error("Python layers are not supported (only as data layers without bottoms)",
                               UnsupportedError)
-            if all(t in overrides for t in layer.top):
-                shapes = [overrides[t] for t in layer.top]
-            elif layer.top and layer.top[0] in overrides and t != "Input":
-                shapes = [overrides[layer.top[0]]] + [[overrides[layer.top[0]][0]]] * (len(layer.top) - 1)
+            tops = list(layer.top)
+            if all(top in overrides for top in tops):
+                shapes = [overrides[top] for top in tops]
+            elif tops and tops[0] in overrides and t != "Input":  # the data given; labels follow the batch
+                shapes = [overrides[tops[0]]] + [[overrides[tops[0]][0]]] * (len(tops) - 1)
             else:
                 shapes = _data_layer_shapes(b, layer, spec)
-            outs = []
-            for top, shape in zip(layer.top, shapes):
+            for top, shape in zip(tops, shapes):
                 add_input(top, shape_of(top, shape), f"layer '{layer.name}'")
                 data_layers[top] = layer
-                outs.append(top)
             # the layer's own output value(s): the inputs themselves when the names agree
             if len(layer.top) == 1 and layer.top[0] == layer.name:
                 vals = [layer.name]
@@ -305,7 +304,8 @@ def _build(spec, b, notices, opset):
                 if val != top:
                     b.op("Identity", [top], out=val, shape=b.shapes[top])
                     value_shapes.append((val, b.shapes[top]))
-            layer_meta.append({"name": layer.name, "type": t, "bottoms": [], "tops": list(layer.top), "value": vals[0], "values": vals})
+            layer_meta.append({"name": layer.name, "type": t, "bottoms": [], "tops": list(layer.top),
+                               "value": vals[0], "values": vals})
             continue
         emit = EMITTERS.get(t)
         if emit is None:
@@ -342,23 +342,14 @@ def _build(spec, b, notices, opset):
         raise PreimageError(f"input shape given for {', '.join(sorted(overrides))}, which is not an input of the net "
                             f"(inputs: {', '.join(n for n, _ in graph_inputs)})", path=spec.path)
     # inputs nothing uses (e.g. a Data layer's label) are left out of the graph
-    used_inputs = [(n, s) for n, s in graph_inputs if consumers.get(n)]
-    dropped_inputs = {n for n, _ in graph_inputs} - {u for u, _ in used_inputs}
-    if dropped_inputs and len(used_inputs):
-        notices.append(f"unused input(s) left out: {', '.join(sorted(dropped_inputs))}")
-        graph_inputs = used_inputs
-        gone = {node.output[0] for node in b.nodes if node.op_type == "Identity" and node.input[0] in dropped_inputs}
-        b.nodes = [node for node in b.nodes if node.output[0] not in gone]
-        value_shapes = [(v, s) for v, s in value_shapes if v not in gone]
-        for entry in layer_meta:
-            keep = [(t, v) for t, v in zip(entry["tops"], entry["values"]) if t not in dropped_inputs]
-            if len(keep) != len(entry["tops"]) and keep:
-                entry["tops"], entry["values"] = [t for t, _ in keep], [v for _, v in keep]
-                entry["value"] = entry["values"][0]
-        layer_meta = [e for e in layer_meta if not set(e["tops"]) <= dropped_inputs or e["bottoms"]]
-        for blob in dropped_inputs:
+    dropped = {n for n, _ in graph_inputs if not consumers.get(n)}
+    if dropped and len(dropped) < len(graph_inputs):
+        notices.append(f"unused input(s) left out: {', '.join(sorted(dropped))}")
+        graph_inputs = [(n, s) for n, s in graph_inputs if n not in dropped]
+        value_shapes, layer_meta = _drop_inputs(b, dropped, value_shapes, layer_meta)
+        for blob in dropped:
             current.pop(blob, None)
-        available = [a for a in available if a not in dropped_inputs]
+        available = [a for a in available if a not in dropped]
     in_names = {n for n, _ in graph_inputs}
     outputs = [current[blob] for blob in available if current[blob] not in in_names]
     if not outputs:
@@ -370,21 +361,34 @@ def _build(spec, b, notices, opset):
     g.input.extend(_value_info(n, s, batch) for n, s in graph_inputs)
     g.input.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in b.weight_inputs)
     g.output.extend(_value_info(o, b.shapes[o], batch) for o in outputs)
-    g.value_info.extend(_value_info(v, s, batch) for v, s in value_shapes if v not in set(outputs) and v not in in_names)
+    out_set = set(outputs)
+    g.value_info.extend(_value_info(v, s, batch) for v, s in value_shapes if v not in out_set and v not in in_names)
     model.opset_import.append(helper.make_opsetid("", opset))
     model.producer_name = "preimage"
     model.producer_version = _version()
     model.ir_version = IR_VERSION
     model.doc_string = f"Converted from Caffe net '{spec.name}' by preimage"
-    blobs = {blob: v for blob, v in current.items() if blob in in_names or v not in in_names}
-    blobs = {blob: v for blob, v in current.items() if (v in in_names) or v in b.shapes}
-    _set_meta(model, "preimage.blobs", blobs)
+    _set_meta(model, "preimage.blobs", dict(current))
     _set_meta(model, "preimage.inputs", {n: s for n, s in graph_inputs})
     img = next(((n, s) for n, s in graph_inputs if len(s) == 4), graph_inputs[0] if graph_inputs else None)
     if img is not None:
         pre = _preprocess_from(data_layers.get(img[0]), img[0], img[1], os.path.dirname(os.path.abspath(spec.path)))
         _set_meta(model, "preimage.preprocess", pre)
     return model, layer_meta
+
+
+def _drop_inputs(b, dropped, value_shapes, layer_meta):
+    """Remove unused data-layer tops: their Identity nodes, value_info and layer-table entries."""
+    gone = {node.output[0] for node in b.nodes if node.op_type == "Identity" and node.input[0] in dropped}
+    b.nodes = [node for node in b.nodes if node.output[0] not in gone]
+    value_shapes = [(v, s) for v, s in value_shapes if v not in gone]
+    for entry in layer_meta:
+        keep = [(t, v) for t, v in zip(entry["tops"], entry["values"]) if t not in dropped]
+        if keep and len(keep) != len(entry["tops"]):
+            entry["tops"], entry["values"] = [t for t, _ in keep], [v for _, v in keep]
+            entry["value"] = entry["values"][0]
+    layer_meta = [e for e in layer_meta if e["bottoms"] or not set(e["tops"]) <= dropped]
+    return value_shapes, layer_meta
 
 
 def _layer_values(b, layer):

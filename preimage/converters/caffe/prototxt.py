@@ -105,7 +105,8 @@ def _declared_inputs(net, path):
     elif len(net.input_dim):
         dims = [int(d) for d in net.input_dim]
         if len(dims) != 4 * len(names):
-            raise FormatError(f"{len(names)} inputs need {4 * len(names)} input_dim values, found {len(dims)}", path=path)
+            raise FormatError(f"{len(names)} inputs need {4 * len(names)} input_dim values, found {len(dims)}",
+                              path=path)
         for i, n in enumerate(names):
             shapes[n] = dims[4 * i:4 * i + 4]
     else:

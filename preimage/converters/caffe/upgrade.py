@@ -4,7 +4,7 @@ V1 (2014-2015 files: ``layers { type: CONVOLUTION ... }``) keeps the per-type pa
 upgrade is a rename of the type and a copy of the shared fields. V0 (``layers { layer { type: "conv" }}``,
 pre-2014) kept everything in one flat message; the common vision layers are upgraded here.
 """
-from ...errors import FormatError, UnsupportedError
+from ...errors import UnsupportedError
 from .proto import caffe_pb2
 
 V1 = caffe_pb2.V1LayerParameter
@@ -81,7 +81,8 @@ def upgrade_v0_layer(v1, path="<prototxt>", index=0):
     out = caffe_pb2.LayerParameter()
     out.name = v0.name or v1.name or f"layer{index}"
     if v0.type not in _V0_TYPES:
-        raise UnsupportedError(f"V0 layer type '{v0.type}' is not supported (supported: {', '.join(sorted(_V0_TYPES))})",
+        raise UnsupportedError(f"V0 layer type '{v0.type}' is not supported "
+                               f"(supported: {', '.join(sorted(_V0_TYPES))})",
                                path=path, where=f"layer '{out.name}'")
     out.type = _V0_TYPES[v0.type]
     out.bottom.extend(v1.bottom)

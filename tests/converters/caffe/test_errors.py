@@ -1,7 +1,6 @@
 """Bad input gets a one-line PreimageError naming the file and the place, and never a partial output."""
 import os
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

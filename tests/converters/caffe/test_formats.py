@@ -1,5 +1,4 @@
 """Reading the many forms of Caffe files: V0/V1 layouts, input declarations, data layers, phases, sharing."""
-import json
 
 import numpy as np
 import pytest

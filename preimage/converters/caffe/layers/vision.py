@@ -5,10 +5,14 @@ from ....errors import UnsupportedError
 from . import canonical_axis, pair, register, require_4d
 
 
+def _hw(p, name):
+    return p.HasField(name + "_h") or p.HasField(name + "_w")
+
+
 def conv_geometry(b, p):
-    kh, kw = pair(b, p.kernel_size, p.kernel_h, p.kernel_w, p.HasField("kernel_h") or p.HasField("kernel_w"), None, "kernel_size")
-    sh, sw = pair(b, p.stride, p.stride_h, p.stride_w, p.HasField("stride_h") or p.HasField("stride_w"), 1, "stride")
-    ph, pw = pair(b, p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), 0, "pad")
+    kh, kw = pair(b, p.kernel_size, p.kernel_h, p.kernel_w, _hw(p, "kernel"), None, "kernel_size")
+    sh, sw = pair(b, p.stride, p.stride_h, p.stride_w, _hw(p, "stride"), 1, "stride")
+    ph, pw = pair(b, p.pad, p.pad_h, p.pad_w, _hw(p, "pad"), 0, "pad")
     dil = list(p.dilation) or [1]
     dh, dw = (dil[0], dil[0]) if len(dil) == 1 else (dil[0], dil[1])
     if min(kh, kw, sh, sw, dh, dw) <= 0:
@@ -69,9 +73,9 @@ def caffe_pooled_size(size, k, s, p, ceil, any_pad):
 def pooling_geometry(b, p, h, w):
     if p.global_pooling:
         return (h, w), (1, 1), (0, 0)
-    k = pair(b, p.kernel_size, p.kernel_h, p.kernel_w, p.HasField("kernel_h") or p.HasField("kernel_w"), None, "kernel_size")
-    s = pair(b, p.stride, p.stride_h, p.stride_w, p.HasField("stride_h") or p.HasField("stride_w"), 1, "stride")
-    pad = pair(b, p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), 0, "pad")
+    k = pair(b, p.kernel_size, p.kernel_h, p.kernel_w, _hw(p, "kernel"), None, "kernel_size")
+    s = pair(b, p.stride, p.stride_h, p.stride_w, _hw(p, "stride"), 1, "stride")
+    pad = pair(b, p.pad, p.pad_h, p.pad_w, _hw(p, "pad"), 0, "pad")
     if min(k) <= 0 or min(s) <= 0:
         raise b.error(f"kernel {list(k)} and stride {list(s)} must be positive")
     if pad[0] >= k[0] or pad[1] >= k[1]:

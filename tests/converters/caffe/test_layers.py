@@ -196,3 +196,19 @@ def test_pad_w_alone_is_read(tmp_path):
     model = convert_text(tmp_path, text)
     x = RNG.standard_normal(shape).astype(np.float32)
     assert run(model, {"data": x}, ["c"])["c"].shape == (1, 1, 4, 8)
+
+
+def test_parameter_layer(tmp_path):
+    text = one_layer_net('layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 1 dim: 4 dim: 1 dim: 1 } } }\n'
+                         'layer { name: "s" type: "Eltwise" bottom: "data" bottom: "p" top: "s" eltwise_param { operation: PROD } }',
+                         (1, 4, 1, 1))
+    p = tmp_path / "p.prototxt"
+    p.write_text(text)
+    from preimage.converters.caffe.writer import write_caffemodel
+
+    w = np.arange(1, 5, dtype=np.float32).reshape(1, 4, 1, 1)
+    write_caffemodel(tmp_path / "p.caffemodel", p, {"p": [w]})
+    x = RNG.standard_normal((1, 4, 1, 1)).astype(np.float32)
+    got = run(convert_caffe(p, tmp_path / "p.caffemodel"), {"data": x}, ["p", "s"])
+    np.testing.assert_array_equal(got["p"], w)
+    np.testing.assert_allclose(got["s"], x * w, rtol=1e-6)

@@ -124,3 +124,10 @@ def mvn(b, layer, xs):
         return
     std = b.op("Sqrt", [b.op("ReduceMean", [b.op("Mul", [d, d])], axes=axes, keepdims=1)])
     b.op("Div", [d, b.op("Add", [std, b.scalar(p.eps, "eps")])], out=b.outs[0], shape=shape)
+
+
+@register("Parameter")
+def parameter(b, layer, xs):
+    """A learned blob as the layer's output (no bottoms): Identity of the initializer."""
+    shape = tuple(int(d) for d in layer.parameter_param.shape.dim)
+    b.op("Identity", [b.blob(0, shape, "weight", label="parameter")], out=b.outs[0], shape=shape)

@@ -1,8 +1,8 @@
-"""Reshape, Split and Pad whose shape-like inputs are constants, with those constants read once.
+"""Reshape, Split, Pad and Tile whose shape-like inputs are constants, with those constants read once.
 
 Why this extension exists: onnx2torch 1.5.15 keeps the ``shape`` of Reshape, the ``split`` sizes of
-Split (opset 13+) and the ``pads`` / ``constant_value`` of Pad (opset 11+) as tensors and turns them
-into Python numbers inside ``forward`` (``torch.any(shape == 0)``, ``.tolist()``). On CUDA each of these
+Split (opset 13+), the ``pads`` / ``constant_value`` of Pad (opset 11+) and the ``repeats`` of Tile as
+tensors and turns them into Python numbers inside ``forward`` (``torch.any(shape == 0)``, ``.tolist()``). On CUDA each of these
 is a device-to-host synchronisation in every optimisation step. The Caffe converter always writes them
 as initializers (docs/caffe.md), so here they become plain Python lists at conversion time. Inputs that
 are not constant keep onnx2torch's converters.
@@ -91,3 +91,24 @@ def convert_pad(node, graph):
         return original("Pad", node, graph)
     module = OnnxPadStatic.create_from_onnx_params(onnx_pads=pads, onnx_mode=mode, constant_value=value)
     return OperationConverterResult(torch_module=module, onnx_mapping=_data_only(node))
+
+
+class StaticTile(nn.Module):
+    def __init__(self, repeats):
+        super().__init__()
+        self.repeats = [int(r) for r in repeats]
+
+    def extra_repr(self):
+        return f"repeats={self.repeats}"
+
+    def forward(self, x):
+        return x.repeat(self.repeats)
+
+
+@override("Tile")
+def convert_tile(node, graph):
+    try:
+        repeats = _const_list(node.input_values[1], graph)
+    except KeyError:
+        return original("Tile", node, graph)
+    return OperationConverterResult(torch_module=StaticTile(repeats), onnx_mapping=_data_only(node))

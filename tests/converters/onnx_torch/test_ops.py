@@ -155,6 +155,7 @@ def test_graph_plumbing_ops():
         h.make_node("Split", ["x", "sizes"], ["s1", "s2"], name="split", axis=1),
         h.make_node("Pad", ["x", "pads", "padval"], ["padded"], name="pad"),
         h.make_node("Reshape", ["x", "shape2"], ["r2"], name="r2"),
+        h.make_node("Tile", ["x", "reps"], ["tiled"], name="tile"),
     ]
     W = rng_array((5, 4 * 6 * 5), seed=3)
     inits = {"shape": np.array([0, 2, -1, 5], np.int64), "starts": np.array([1, 2], np.int64),
@@ -163,13 +164,13 @@ def test_graph_plumbing_ops():
              "a1": np.array([1], np.int64), "big": np.array([2 ** 62], np.int64), "neg": np.array([-6], np.int64),
              "a3": np.array([-1], np.int64), "sizes": np.array([1, 3], np.int64),
              "pads": np.array([0, 0, 1, 2, 0, 0, 3, 0], np.int64), "padval": np.array(-1.5, np.float32),
-             "shape2": np.array([-1, 6, 5], np.int64), "m1": np.array([-2], np.int64), "slope": rng_array((4, 1, 1), seed=4),
+             "shape2": np.array([-1, 6, 5], np.int64), "reps": np.array([1, 2, 1, 3], np.int64), "m1": np.array([-2], np.int64), "slope": rng_array((4, 1, 1), seed=4),
              "W": W, "Wt": np.ascontiguousarray(W.T), "B": rng_array((5,), seed=5)}
-    outs = ["r", "crop", "part", "prelu", "prob", "fc", "fct", "cat", "rev", "s1", "s2", "padded", "r2"]
+    outs = ["r", "crop", "part", "prelu", "prob", "fc", "fct", "cat", "rev", "s1", "s2", "padded", "r2", "tiled"]
     model = make_model(nodes, {"x": ["N", 4, 6, 5]}, outs, inits)
     net = check_against_ort(model, {"x": rng_array((3, 4, 6, 5))}, outs)
     # shape-like constants are read once at conversion: no module takes a tensor besides its data
-    for name in ("r", "split", "pad", "crop", "rev"):
+    for name in ("r", "split", "pad", "crop", "rev", "tile"):
         assert len(net.module.get_submodule(name).onnx_mapping.inputs) == 1, name
 
 

@@ -49,14 +49,15 @@ def layers(model, blobs, as_json, torch_view):
         raise PreimageError("no such model file", path=model)
     if not (model.endswith(".onnx") or model.endswith(".prototxt")):
         raise PreimageError("expected a .onnx model or a Caffe .prototxt", path=model)
+    loaded = model
     if model.endswith(".onnx"):
         import onnx
 
         try:
-            onnx.load(model, load_external_data=False)
+            loaded = onnx.load(model, load_external_data=False)
         except Exception as e:  # a damaged file: say so in one line
             raise PreimageError(f"not a readable ONNX model ({str(e).splitlines()[0][:120]})", path=model) from None
-    table = layer_table(model)
+    table = layer_table(loaded)
     inv = _invertible(model) if torch_view else None
     if inv is not None:
         for r in table["layers"]:

@@ -62,3 +62,22 @@ def test_metadata_contract(caffe_corpus):
     node_names = {n.name for n in model.graph.node}
     assert {"conv1", "relu1", "norm1", "pool1", "fc8", "prob"} <= node_names
     assert model.ir_version <= 10 and model.opset_import[0].version == 13
+
+
+def test_written_file_loads_directly_in_onnxruntime(caffe_corpus, tmp_path):
+    """The file is written in pieces (weights first, then the rest); readers must see one model."""
+    import onnxruntime as ort
+
+    d = caffe_corpus / "u_norm_act"
+    out = tmp_path / "m.onnx"
+    model = convert_caffe(d / "net.prototxt", d / "net.caffemodel", out)
+    onnx.checker.check_model(str(out), full_check=True)
+    again = onnx.load(str(out))
+    assert {t.name: t.raw_data for t in again.graph.initializer} == {t.name: t.raw_data for t in model.graph.initializer}
+    assert [p.key for p in again.metadata_props] == [p.key for p in model.metadata_props]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = np.load(d / "inputs.npz")["data"]
+    ref = np.load(d / "blobs.npz")
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"data": x})))
+    blob_of = {v: k for k, v in meta(model)["preimage.blobs"].items()}
+    assert got and all(rel_err(y, ref[blob_of[name]]) < TOL for name, y in got.items())

@@ -102,6 +102,8 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
         else:
             from ...fileio import atomic_path
 
+            if wdict is not None and wdict.size >= _ONNX_LIMIT:
+                _too_big(wdict.size, prototxt)
             with atomic_path(output) as tmp, open(tmp, "wb") as f:
                 # weights go to the file on a second thread as soon as the layer that owns them is built
                 b.sink = _FragmentWriter(f)
@@ -110,6 +112,8 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
                 finally:
                     written = b.sink.close()
                     b.sink = None
+                if b.n_params * 4 >= _ONNX_LIMIT:
+                    _too_big(b.n_params * 4, prototxt)
                 _write_model(f, model, raw=b.raw, skip=written, before_header=finish_metadata)
         if wdict is not None:
             unused = sorted(set(wdict.all()) - set(b.used_blobs))
@@ -126,6 +130,14 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
         if wdict is not None:
             wdict.close()
     return Conversion(model, notices, spec, weights, b.n_params)
+
+
+_ONNX_LIMIT = (2 << 30) - (16 << 20)  # protobuf's 2 GiB message limit, less room for the graph
+
+
+def _too_big(nbytes, prototxt):
+    raise UnsupportedError(f"the weights take {nbytes / 2**30:.2f} GiB; a single-file ONNX model is limited to "
+                           f"2 GiB by protobuf (external-data ONNX is not written by preimage)", path=prototxt)
 
 
 def _build_model(spec, b, notices, opset, prototxt):

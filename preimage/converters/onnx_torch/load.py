@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ...errors import PreimageError, UnsupportedError
+from . import fuse
 from . import graph as G
 
 
@@ -190,7 +191,7 @@ def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None):
                             f"{G.describe_available(onnx_model, keys)}", path=where)
     inputs = set(G.graph_inputs(onnx_model))
     node_values = list(dict.fromkeys(v for v in found.values() if v not in inputs))
-    pruned = G.prune(onnx_model, node_values)
+    pruned = fuse.optimize(G.prune(onnx_model, node_values))
     needed = [i.name for i in pruned.graph.input]
     needed += [v for v in dict.fromkeys(found.values()) if v in inputs and v not in needed]
     needed = [n for n in G.graph_inputs(onnx_model) if n in needed]  # model order

@@ -112,20 +112,24 @@ class Pool2d(nn.Module):
             x = F.pad(x, (0, extra[1], 0, extra[0]), value=fill)
         if self.mode == "max":
             y = F.max_pool2d(x, self.kernel, self.strides, self.pads_begin, self.dilations, True)
-        else:
-            y = F.avg_pool2d(x, self.kernel, self.strides, self.pads_begin, True, True, divisor_override=1)
-        y = y[..., :want[0], :want[1]]
-        if self.mode == "avg":
-            y = y / self._divisor(tuple(size), tuple(want), x)
-        return y
+            return y[..., :want[0], :want[1]]
+        divisor = self._divisor(tuple(size), tuple(want), x)
+        if isinstance(divisor, int):  # the same for every window: let torch divide
+            y = F.avg_pool2d(x, self.kernel, self.strides, self.pads_begin, True, True, divisor_override=divisor)
+            return y[..., :want[0], :want[1]]
+        y = F.avg_pool2d(x, self.kernel, self.strides, self.pads_begin, True, True, divisor_override=1)
+        return y[..., :want[0], :want[1]] / divisor
 
     def _divisor(self, size, out, like):
         key = (size, out, like.dtype, like.device)
         if key not in self._divisors:
             dh, dw = (_average_divisor(size[i], out[i], self.kernel[i], self.strides[i], self.pads_begin[i],
                                        self.pads_end[i], self.count_include_pad) for i in range(2))
-            d = torch.tensor(dh, dtype=like.dtype)[:, None] * torch.tensor(dw, dtype=like.dtype)[None, :]
-            self._divisors[key] = d.to(like.device)
+            if len(set(dh)) == 1 and len(set(dw)) == 1:
+                self._divisors[key] = int(dh[0] * dw[0])
+            else:
+                d = torch.tensor(dh, dtype=like.dtype)[:, None] * torch.tensor(dw, dtype=like.dtype)[None, :]
+                self._divisors[key] = d.to(like.device)
         return self._divisors[key]
 
 

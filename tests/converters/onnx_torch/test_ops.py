@@ -189,3 +189,21 @@ def test_float64_gradcheck_on_extensions():
     net = load_features(model, outs, dtype=torch.float64)
     x = torch.from_numpy(rng_array((1, 3, 5, 5), seed=8)).double().requires_grad_()
     assert torch.autograd.gradcheck(lambda t: tuple(net(t).values()), (x,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("pads,kernel,ceil,fused", [
+    ([0, 0, 1, 1, 0, 0, 1, 1], [3, 3], 0, True),
+    ([0, 0, 1, 0, 0, 0, 2, 1], [3, 2], 0, True),
+    ([0, 0, 1, 1, 0, 0, 1, 1], [3, 3], 1, False),   # ceil mode: windows may start in the end pad
+    ([0, 0, 2, 2, 0, 0, 2, 2], [3, 3], 0, False),   # pad > kernel / 2: torch cannot pool it implicitly
+])
+def test_zero_pad_then_average_pool_is_fused_exactly(pads, kernel, ceil, fused):
+    nodes = [h.make_node("Pad", ["x", "pads"], ["p"], name="pad", mode="constant"),
+             h.make_node("AveragePool", ["p"], ["y"], name="pool", kernel_shape=kernel, strides=[2, 2], ceil_mode=ceil)]
+    model = make_model(nodes, {"x": ["N", 3, 9, 8]}, ["y"], {"pads": np.array(pads, np.int64)})
+    net = check_against_ort(model, {"x": rng_array((2, 3, 9, 8))}, ["y"])
+    has_pad = any("pad" == n for n, _ in net.module.named_children())
+    assert has_pad != fused
+    # the Pad output requested too: it must stay
+    both = check_against_ort(model, {"x": rng_array((1, 3, 9, 8))}, ["y", "p"])
+    assert any("pad" == n for n, _ in both.module.named_children())

@@ -335,6 +335,7 @@ def _build(spec, b, notices, opset):
         vals = _layer_values(b, layer)
         b.begin(layer, vals)
         emit(b, layer, xs)
+        _check_blob_count(b, layer)
         for v in vals:
             if v not in b.shapes:
                 raise b.error(f"internal: the emitter did not produce '{v}'")
@@ -387,6 +388,18 @@ def _build(spec, b, notices, opset):
         pre = _preprocess_from(data_layers.get(img[0]), img[0], img[1], os.path.dirname(os.path.abspath(spec.path)))
         _set_meta(model, "preimage.preprocess", pre)
     return model, layer_meta
+
+
+def _check_blob_count(b, layer):
+    """As Caffe when it loads weights: the caffemodel must hold exactly the blobs the layer has."""
+    if b.random_seed is not None or b.weightless or not hasattr(b.weights, "get"):
+        return
+    have = b.weights.get(layer.name)
+    used = b.used_blobs.get(layer.name, {})
+    need = max(used) + 1 if used else 0
+    if have is not None and len(have) != need:
+        raise FormatError(f"{b.weights_path} holds {len(have)} blob(s) for this layer, but as defined in the prototxt "
+                          f"it has {need} (check bias_term and the layer's parameters)", path=b.path, where=b.where())
 
 
 def _drop_inputs(b, dropped, value_shapes, layer_meta):

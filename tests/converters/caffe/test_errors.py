@@ -175,3 +175,12 @@ def test_caffemodel_rewritten_in_place_between_conversions(tiny, tmp_path):
         else:
             with pytest.raises(PreimageError):
                 convert_caffe(proto, path)
+
+
+def test_blob_count_must_match_like_caffe(tiny, tmp_path):
+    proto, model = tiny
+    nobias = tmp_path / "nobias.prototxt"
+    nobias.write_text(NET.replace("num_output: 4 kernel_size: 3", "num_output: 4 kernel_size: 3 bias_term: false"))
+    with pytest.raises(PreimageError) as e:
+        convert_caffe(nobias, model)
+    one_line_error(e, str(nobias), "layer 'conv1'", "holds 2 blob(s)", "has 1")

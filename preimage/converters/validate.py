@@ -257,6 +257,11 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
         else:
             net_g = net
         xs = {n: torch.from_numpy(inputs[n]).to(dev) for n in net.input_names}
+        for n, x in xs.items():
+            try:
+                net._check_input(n, x)
+            except PreimageError as e:
+                raise PreimageError(f"{e}; the input came from {input or 'the reference'}") from None
         if "torch" in backends:
             with torch.no_grad():
                 out = net(**xs)

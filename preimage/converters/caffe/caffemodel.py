@@ -28,8 +28,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ...errors import FormatError, PreimageError
+from .wire import I32, I64, LEN, VARINT
 
-VARINT, I64, LEN, I32 = 0, 1, 2, 5
 _DATA_TAG = (5 << 3) | LEN  # BlobProto.data
 _RAW_TAG = (9 << 3) | LEN  # TensorProto.raw_data
 

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 from ...errors import FormatError, PreimageError, UnsupportedError
 from .builder import Builder, memory_limit_bytes, numel
 from .caffemodel import Caffemodel, sha256_file
+from .onnxfile import FragmentWriter, write_model
 from .layers import DATA_TYPES, DROPPED_TYPES, EMITTERS, supported_types
 from .prototxt import read_net
 
@@ -106,7 +107,7 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
                 _too_big(wdict.size, prototxt)
             with atomic_path(output) as tmp, open(tmp, "wb") as f:
                 # weights go to the file on a second thread as soon as the layer that owns them is built
-                b.sink = _FragmentWriter(f)
+                b.sink = FragmentWriter(f)
                 try:
                     model = _build_model(spec, b, notices, opset, prototxt)
                 finally:
@@ -114,7 +115,7 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
                     b.sink = None
                 if b.n_params * 4 >= _ONNX_LIMIT:
                     _too_big(b.n_params * 4, prototxt)
-                _write_model(f, model, raw=b.raw, skip=written, before_header=finish_metadata)
+                write_model(f, model, raw=b.raw, skip=written, before_header=finish_metadata)
         if wdict is not None:
             unused = sorted(set(wdict.all()) - set(b.used_blobs))
             if unused:
@@ -457,122 +458,3 @@ def _check_structure(model, path):
     except onnx.checker.ValidationError as e:
         raise PreimageError(f"internal: the converted graph fails onnx.checker: {str(e).splitlines()[0]}",
                             path=path) from None
-
-
-def save_model(model, path):
-    """Write an ONNX model atomically without serializing it in one piece (see :func:`_write_model`)."""
-    from ...fileio import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        _write_model(f, model)
-
-
-def _fragment(t, raw=None):
-    """The bytes of ``ModelProto { graph { initializer { t } } }`` as a list of pieces; ``raw``: the
-    tensor's raw_data bytes already in memory (written as they are, not copied out of ``t``)."""
-    if raw is not None:  # TensorProto without raw_data, then raw_data (field 9) from our bytes
-        h = TensorProto(name=t.name, data_type=t.data_type, dims=t.dims)
-        body = [h.SerializeToString(), _key(9, 2) + _varint(len(raw)), raw]
-    else:
-        body = [t.SerializeToString()]
-    n = sum(len(x) for x in body)
-    inner = _key(5, 2) + _varint(n)  # GraphProto.initializer = 5
-    return [_key(7, 2) + _varint(len(inner) + n) + inner] + body  # ModelProto.graph = 7
-
-
-def _write_model(f, model, raw=None, skip=(), before_header=None):
-    """Write ``model`` to the open file ``f`` as protobuf, in pieces.
-
-    Protobuf merges repeated occurrences of an embedded message field, so the file is written as one
-    ``graph { initializer {...} }`` fragment per weight tensor, followed by the model without weights
-    (field order is free in protobuf). Any protobuf reader (onnx.load, onnxruntime) sees one model;
-    peak memory stays near the model's own size instead of twice it. ``raw`` ({initializer: bytes})
-    supplies weight bytes already in memory; ``skip``: initializers already written to ``f``.
-    ``before_header()`` runs after the weights and before the rest is serialized.
-    """
-    raw = raw or {}
-    for t in model.graph.initializer:
-        if t.name in skip:
-            continue
-        for piece in _fragment(t, raw.get(t.name)):
-            f.write(piece)
-    if before_header is not None:
-        before_header()
-    shell = onnx.ModelProto()
-    _copy_without_initializers(model, shell)
-    f.write(shell.SerializeToString())
-
-
-class _FragmentWriter:
-    """Writes initializer fragments to a file on a second thread (file writes release the GIL), so
-    writing the weights overlaps with building the rest of the model."""
-
-    def __init__(self, f):
-        import queue
-        import threading
-
-        self.f, self.q, self.written, self.error = f, queue.Queue(maxsize=4), set(), None
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-
-    def _run(self):
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            if self.error is None:
-                try:
-                    for piece in item:
-                        self.f.write(piece)
-                except OSError as e:
-                    self.error = e
-
-    def __call__(self, tensor, raw):
-        self.q.put(_fragment(tensor, raw))
-        self.written.add(tensor.name)
-
-    def close(self):
-        self.q.put(None)
-        self.t.join()
-        if self.error is not None:
-            raise PreimageError(f"could not write the model: {self.error}")
-        return self.written
-
-
-def _is_repeated(field):
-    rep = getattr(field, "is_repeated", None)
-    return rep if rep is not None else field.label == field.LABEL_REPEATED
-
-
-def _copy_fields(src, dst, skip):
-    for field, value in src.ListFields():
-        if field.name == skip:
-            continue
-        if _is_repeated(field):
-            getattr(dst, field.name).extend(value)
-        elif field.message_type is not None:
-            getattr(dst, field.name).CopyFrom(value)
-        else:
-            setattr(dst, field.name, value)
-
-
-def _copy_without_initializers(model, shell):
-    """Copy every field but the weights (serializing the whole model would copy the weights)."""
-    _copy_fields(model, shell, "graph")
-    _copy_fields(model.graph, shell.graph, "initializer")
-
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _key(field, wire):
-    return _varint((field << 3) | wire)

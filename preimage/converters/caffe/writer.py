@@ -17,6 +17,7 @@ from ...fileio import atomic_path
 from .proto import caffe_pb2
 from .prototxt import read_net
 from .upgrade import V1_TYPE_NAMES
+from .wire import len_prefix, varint
 
 _V1_TYPE_OF = {name: enum for enum, name in V1_TYPE_NAMES.items()}
 _V1_PARAM_FIELDS = {f.name for f in caffe_pb2.V1LayerParameter.DESCRIPTOR.fields if f.name.endswith("_param")}
@@ -35,22 +36,6 @@ def random_weights(prototxt, seed=0):
     return {layer: [blobs[i] for i in sorted(blobs)] for layer, blobs in used.items()}
 
 
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _len_field(field, payload_len):
-    return _varint((field << 3) | 2) + _varint(payload_len)
-
-
 def _blob_header(arr, legacy):
     """BlobProto bytes up to (and including) the data field's tag and length; the float bytes follow."""
     head = bytearray()
@@ -59,12 +44,12 @@ def _blob_header(arr, legacy):
         if dims is None:
             raise UnsupportedError(f"a {arr.ndim}-d blob has no V1 (4-d) form")
         for field, d in zip((1, 2, 3, 4), dims):
-            head += _varint(field << 3) + _varint(int(d))
+            head += varint(field << 3) + varint(int(d))
     else:
-        dims = b"".join(_varint(int(d)) for d in arr.shape)
-        shape_msg = (_len_field(1, len(dims)) + dims) if arr.ndim else b""
-        head += _len_field(7, len(shape_msg)) + shape_msg
-    head += _len_field(5, arr.size * 4)
+        dims = b"".join(varint(int(d)) for d in arr.shape)
+        shape_msg = (len_prefix(1, len(dims)) + dims) if arr.ndim else b""
+        head += len_prefix(7, len(shape_msg)) + shape_msg
+    head += len_prefix(5, arr.size * 4)
     return bytes(head)
 
 
@@ -119,11 +104,11 @@ def write_caffemodel(path, prototxt, weights=None, *, seed=0, legacy_v1=False):
             body = desc.SerializeToString()
             heads = [_blob_header(a, legacy_v1) for a in blobs]
             blob_lens = [len(h) + a.nbytes for h, a in zip(heads, blobs)]
-            total = len(body) + sum(len(_len_field(blob_field, n)) + n for n in blob_lens)
-            f.write(_len_field(net_field, total))
+            total = len(body) + sum(len(len_prefix(blob_field, n)) + n for n in blob_lens)
+            f.write(len_prefix(net_field, total))
             f.write(body)
             for h, a, n in zip(heads, blobs, blob_lens):
-                f.write(_len_field(blob_field, n))
+                f.write(len_prefix(blob_field, n))
                 f.write(h)
                 f.write(memoryview(a).cast("B"))
     return os.fspath(path)

@@ -141,7 +141,24 @@ class FeatureExtractor(nn.Module):
             missing = self.input_names[len(args):]
         if missing or len(args) > len(self.input_names):
             raise PreimageError(f"expected {len(self.input_names)} input(s) {self.input_names}, got {len(args)}")
-        return dict(zip(self.input_names, args))
+        inputs = dict(zip(self.input_names, args))
+        for name, x in inputs.items():
+            self._check_input(name, x)
+        return inputs
+
+    def _check_input(self, name, x):
+        """A clear message instead of a deep torch traceback for a wrongly shaped input (cheap: no sync)."""
+        if not isinstance(x, torch.Tensor):
+            raise PreimageError(f"input {name!r} must be a torch.Tensor, got {type(x).__name__}")
+        declared = self.input_shapes.get(name)
+        if not declared:
+            return
+        want = "x".join("N" if i == 0 else str(d) if isinstance(d, int) and d > 0 else "?" for i, d in enumerate(declared))
+        if x.dim() != len(declared):
+            raise PreimageError(f"input {name!r} must have {len(declared)} dimensions ({want}), got shape {list(x.shape)}"
+                                + (" (add the batch dimension: x[None])" if x.dim() == len(declared) - 1 else ""))
+        if len(declared) > 1 and isinstance(declared[1], int) and declared[1] > 0 and x.shape[1] != declared[1]:
+            raise PreimageError(f"input {name!r} must have {declared[1]} channels ({want}), got shape {list(x.shape)}")
 
     def forward(self, *args, **kwargs):
         inputs = self._inputs(args, kwargs)

@@ -110,10 +110,16 @@ def test_validate_fails_on_wrong_reference(onnx_files):
                                    "--input", str(CAFFE_CORPUS / "alexnet" / "input.npy")])
     assert res.exit_code == 1
     assert "shape mismatch" in res.output and res.output.splitlines()[-1].startswith("FAIL")
-    # a reference with a blob the model lacks: named as unmatched
+    # another net's reference: its blobs are unmatched (named), its "data" differs in shape
+    res = CliRunner().invoke(cli, ["validate", "-m", str(onnx_files("u_lrn")), "-r",
+                                   str(CAFFE_CORPUS / "u_conv" / "blobs.npz"),
+                                   "--input", str(CAFFE_CORPUS / "u_lrn" / "input.npy")])
+    assert res.exit_code == 1 and "unmatched reference name: rect" in res.output
+    assert "data  2x7x9x9 (ref 2x4x15x12)" in res.output
+    # ... and taking the input from that reference is refused with a clear one-line error
     res = CliRunner().invoke(cli, ["validate", "-m", str(onnx_files("u_lrn")), "-r",
                                    str(CAFFE_CORPUS / "u_conv" / "blobs.npz")])
-    assert res.exit_code == 1 and "unmatched reference name" in res.output
+    assert res.exit_code == 2 and "7 channels" in res.output and "Traceback" not in res.output
 
 
 @pytest.mark.parametrize("net", UNIT_NETS)

@@ -143,3 +143,13 @@ def test_gradcheck_float64_small_net():
     net = load_features(small_net(), ["fc", "conv1"], dtype=torch.float64)
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: tuple(net(t).values()), (x,), eps=1e-6, atol=1e-6)
+
+
+def test_wrong_input_shapes_are_clear_errors():
+    net = load_features(small_net(), ["pool1"])
+    with pytest.raises(PreimageError, match=r"4 dimensions .*x\[None\]"):
+        net(torch.randn(3, 8, 8))
+    with pytest.raises(PreimageError, match="3 channels"):
+        net(torch.randn(1, 4, 8, 8))
+    with pytest.raises(PreimageError, match="torch.Tensor"):
+        net(np.zeros((1, 3, 8, 8), np.float32))

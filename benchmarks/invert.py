@@ -82,10 +82,15 @@ def engine_rate(fx, layer, batch, steps, device):
         target = fx(torch.randn(1, 3, 227, 227, device=device) * 50)[layer][0]
     samples = [engine.Sample(layer, target, seed=s, C=1.0, T=8 if layer == "fc8" else 4) for s in range(batch)]
     engine.optimize(fx, samples, cfg.replace(iters=2), (227, 227), device=device, progress=False)  # warm-up
-    t = time.perf_counter()
-    engine.optimize(fx, samples, cfg, (227, 227), device=device, progress=False)
-    _sync(device)
-    return batch * steps / (time.perf_counter() - t)
+
+    def timed(k):
+        t = time.perf_counter()
+        engine.optimize(fx, samples, cfg.replace(iters=k), (227, 227), device=device, progress=False)
+        _sync(device)
+        return time.perf_counter() - t
+
+    # steady state: the difference of a 2k-step and a k-step run cancels set-up and final evaluation
+    return batch * steps / max(1e-9, timed(2 * steps) - timed(steps))
 
 
 def naive_rate(onnx_model, layer, steps, device, images=2):
@@ -101,8 +106,11 @@ def naive_rate(onnx_model, layer, steps, device, images=2):
         p.requires_grad_(True)
     with torch.no_grad():
         target = net(torch.randn(1, 3, 227, 227, device=device) * 50)
-    t = time.perf_counter()
-    for i in range(images):
+    t = None
+    for i in range(images + 1):  # the first image is a warm-up
+        if i == 1:
+            _sync(device)
+            t = time.perf_counter()
         x = (torch.rand(1, 3, 227, 227, device=device) * 2 - 1) * 46
         G2 = torch.zeros_like(x)
         mu = torch.zeros_like(x)
@@ -175,13 +183,17 @@ def main():
     args = ap.parse_args()
 
     device = args.device
-    onnx_model, fx = alexnet_features(args.layers, device)
+    from preimage.converters.onnx_torch.load import load_features
+
+    onnx_model, _ = alexnet_features(args.layers[:1], device)
     measured = gemm_gflops(device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, measured GEMM {measured:.0f} GFLOP/s, "
           f"floor uses {args.gflops:g} GFLOP/s")
-    print(f"{'layer':6} {'batch':>5} {'img-steps/s':>12} {'naive':>8} {'speed-up':>8} {'floor':>8} {'x floor':>8}")
+    print(f"{'layer':6} {'batch':>5} {'img-steps/s':>12} {'naive':>8} {'speed-up':>8} {'floor':>8} {'x floor':>8}"
+          f" {'x meas.floor':>12}")
     last = None
     for layer in args.layers:
+        fx = load_features(onnx_model, outputs=[layer], device=device)
         gf = 2 * forward_gflops(fx, layer, device)
         floor = args.gflops / gf
         naive = naive_rate(onnx_model, layer, args.naive_steps, device)
@@ -189,7 +201,7 @@ def main():
             rate = engine_rate(fx, layer, b, args.steps, device)
             ratio = floor / rate
             print(f"{layer:6} {b:5d} {rate:12.2f} {naive:8.2f} {rate / naive:8.2f} {floor:8.2f} {ratio:8.2f}"
-                  f"   ({gf:.2f} GFLOP per image-step)", flush=True)
+                  f" {measured / gf / rate:12.2f}   ({gf:.2f} GFLOP per image-step)", flush=True)
             if layer == args.layers[0]:
                 last = {"name": f"invert_alexnet_{layer}_batch{b}_{device}", "value": round(rate, 3),
                         "unit": "image-steps/s", "baseline": round(naive, 3), "ratio": round(ratio, 3),

@@ -38,8 +38,9 @@ def _open(model):
             if not os.path.isfile(path):
                 raise PreimageError("no such prototxt", path=path)
             if not os.path.isfile(weights):
-                raise PreimageError(f"no weights beside the prototxt (expected {os.path.basename(weights)}); "
-                                    "convert it with 'preimage convert caffe' and pass the .onnx", path=path)
+                raise PreimageError(f"no weights beside the prototxt (expected {os.path.basename(weights)} in "
+                                    "the same folder); or convert it with 'preimage convert caffe NET.prototxt "
+                                    "--weights W.caffemodel' and pass the .onnx", path=path)
             from ..caffe.convert import convert_caffe
 
             return convert_caffe(path, weights), os.path.dirname(os.path.abspath(path)), path

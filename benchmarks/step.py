@@ -126,10 +126,12 @@ def main(argv=None):
                 th.append(timed(hand_fn, x, R, device))
                 tl.append(timed(lrn_fn, x, R, device))
             mc, mh, ml = (1000 * statistics.median(t) / batch for t in (tc, th, tl))
+            best = {k: 1000 * min(t) / batch for k, t in (("converted", tc), ("handwritten", th), ("fused_lrn", tl))}
             floor = 1000 * 2 * forward_flops(hand, x, layer) / (args.gflops * 1e9)
             rows.append(dict(layer=layer, batch=batch, converted_ms=mc, handwritten_ms=mh, ratio=mc / mh,
                              handwritten_fused_lrn_ms=ml, ratio_to_fused_lrn=mc / ml,
                              floor_ms=floor, ratio_to_floor=mc / floor, handwritten_to_floor=mh / floor,
+                             min_ms=best, min_ratio=best["converted"] / best["handwritten"],
                              max_rel_diff=diff))
             print(f"{layer:6} {batch:5d} {mc:10.2f} {mh:12.2f} {mc / mh:6.3f} {ml:13.2f} {mc / ml:6.3f} {floor:7.2f} "
                   f"{mc / floor:10.2f} "

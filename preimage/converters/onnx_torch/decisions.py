@@ -23,19 +23,39 @@ from .registry import override
 
 
 class ReLU(nn.Module):
-    def __init__(self):
+    """``inplace``: overwrite the input, as a hand-written net would after a convolution (set by the
+    converter only where nothing else reads the input and its producer does not keep its output for the
+    backward pass; autograd's version check would catch any mistake loudly)."""
+
+    def __init__(self, inplace=False):
         super().__init__()
+        self.inplace = inplace
         self.decide_from = None  # a tensor whose > 0 mask replaces x > 0 (see module docstring)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
 
     def forward(self, x):
         if self.decide_from is not None and self.decide_from.shape == x.shape:
             return x * (self.decide_from > 0).to(x.dtype)
-        return torch.relu(x)
+        return torch.relu_(x) if self.inplace else torch.relu(x)
+
+
+# producers whose backward does not need their own output, so that a ReLU may overwrite it
+_OUTPUT_NOT_SAVED = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub"}
 
 
 @override("Relu")
 def convert_relu(node, graph):
-    return OperationConverterResult(torch_module=ReLU(), onnx_mapping=onnx_mapping_from_node(node))
+    from onnx2torch.onnx_graph import ValueType
+
+    x = node.input_values[0]
+    inplace = False
+    if graph.value_type(x) == ValueType.NODE_OUTPUT and x not in graph.output_values:
+        producer = graph.value_as_node_output(x)[0]
+        readers = sum(v == x for n in graph.nodes.values() for v in n.input_values)
+        inplace = producer.operation_type in _OUTPUT_NOT_SAVED and readers == 1
+    return OperationConverterResult(torch_module=ReLU(inplace), onnx_mapping=onnx_mapping_from_node(node))
 
 
 @contextlib.contextmanager

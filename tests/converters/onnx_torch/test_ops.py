@@ -207,3 +207,23 @@ def test_zero_pad_then_average_pool_is_fused_exactly(pads, kernel, ceil, fused):
     # the Pad output requested too: it must stay
     both = check_against_ort(model, {"x": rng_array((1, 3, 9, 8))}, ["y", "p"])
     assert any("pad" == n for n, _ in both.module.named_children())
+
+
+def test_relu_in_place_only_where_safe():
+    nodes = [
+        h.make_node("Conv", ["x", "w"], ["c1"], name="c1", pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c1"], ["r1"], name="r1"),                      # sole reader of a Conv: in place
+        h.make_node("Conv", ["r1", "w2"], ["c2"], name="c2", pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c2"], ["r2"], name="r2"),                      # c2 also read by the Add
+        h.make_node("Add", ["c2", "r2"], ["s"], name="s"),
+        h.make_node("LRN", ["s"], ["n"], name="n", size=3),
+        h.make_node("Relu", ["n"], ["r3"], name="r3"),                       # LRN keeps its output for backward
+    ]
+    inits = {"w": rng_array((3, 3, 3, 3), 1), "w2": rng_array((3, 3, 3, 3), 2)}
+    model = make_model(nodes, {"x": ["N", 3, 6, 6]}, ["r3"], inits)
+    net = check_against_ort(model, {"x": rng_array((2, 3, 6, 6))}, ["r3"])
+    inplace = {n: m.inplace for n, m in net.module.named_children() if n in ("r1", "r2", "r3")}
+    assert inplace == {"r1": True, "r2": False, "r3": False}
+    net64 = load_features(model, ["r3"], dtype=torch.float64)
+    x = torch.from_numpy(rng_array((1, 3, 6, 6), 3)).double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: net64(t)["r3"], (x,), eps=1e-6, atol=1e-6)

@@ -170,7 +170,7 @@ def _value_info(name, shape, batch):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
 
-def _data_layer_shapes(b, layer, spec):
+def _data_layer_shapes(b, layer, notices):
     """Shapes of a data layer's tops (Input, Data, ImageData, MemoryData, DummyData, ...)."""
     t = layer.type
     tops = list(layer.top)
@@ -199,10 +199,11 @@ def _data_layer_shapes(b, layer, spec):
     if t == "Data":
         batch = layer.data_param.batch_size or 1
         if not tp.crop_size:
-            raise b.error("cannot tell the input size of a Data layer without transform_param.crop_size; "
-                          "declare the input with an Input layer instead")
+            raise b.error(f"cannot tell the input size of a Data layer without transform_param.crop_size; give it "
+                          f"with --input-shape {layer.top[0]}=N,C,H,W (input_shapes=...) or an Input layer")
         h = w = tp.crop_size
-        spec.notices.append(f"layer '{layer.name}': Data layer input assumed to have 3 channels")
+        notices.append(f"layer '{layer.name}': Data layer input assumed to have 3 channels "
+                       f"(--input-shape {layer.top[0]}=N,C,H,W to say otherwise)")
     elif t == "ImageData":
         p = layer.image_data_param
         batch = p.batch_size or 1
@@ -212,16 +213,18 @@ def _data_layer_shapes(b, layer, spec):
         elif p.new_height and p.new_width:
             h, w = p.new_height, p.new_width
         else:
-            raise b.error("cannot tell the input size: give transform_param.crop_size or new_height/new_width")
+            raise b.error(f"cannot tell the input size: give transform_param.crop_size, new_height/new_width, or "
+                          f"--input-shape {layer.top[0]}=N,C,H,W")
     elif t == "WindowData":
         p = layer.window_data_param
         batch = p.batch_size or 1
         if not (tp.crop_size or p.crop_size):
-            raise b.error("cannot tell the input size without crop_size")
+            raise b.error(f"cannot tell the input size without crop_size (or --input-shape {layer.top[0]}=N,C,H,W)")
         h = w = tp.crop_size or p.crop_size
     else:
-        raise b.error(f"cannot tell the shape of the data produced by this {t} layer; declare the input "
-                      f"with an Input layer (input_param {{ shape {{ dim: N dim: C dim: H dim: W }} }})")
+        raise b.error(f"cannot tell the shape of the data produced by this {t} layer; give it with "
+                      f"--input-shape {layer.top[0] if layer.top else 'NAME'}=N,C,H,W (input_shapes=...) or "
+                      f"declare an Input layer")
     return [[batch, chans, h, w]] + [[batch]] * (len(tops) - 1)
 
 
@@ -303,7 +306,7 @@ def _build(spec, b, notices, opset):
             elif tops and tops[0] in overrides and t != "Input":  # the data given; labels follow the batch
                 shapes = [overrides[tops[0]]] + [[overrides[tops[0]][0]]] * (len(tops) - 1)
             else:
-                shapes = _data_layer_shapes(b, layer, spec)
+                shapes = _data_layer_shapes(b, layer, notices)
             for top, shape in zip(tops, shapes):
                 add_input(top, shape_of(top, shape), f"layer '{layer.name}'")
                 data_layers[top] = layer

@@ -127,7 +127,7 @@ def test_train_val_prototxt_becomes_a_deploy_model(tmp_path):
     names = [l["name"] for l in m["preimage.layers"]]
     assert names == ["data", "conv", "fc"]
     notes = " ".join(conv.notices)
-    assert "loss" in notes and "acc" in notes and "drop_train_only" in notes
+    assert "loss" in notes and "acc" in notes and "drop_train_only" in notes and "3 channels" in notes
 
 
 def test_image_data_layer_mean_file_and_single_mean_value(tmp_path):

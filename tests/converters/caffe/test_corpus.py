@@ -81,3 +81,14 @@ def test_written_file_loads_directly_in_onnxruntime(caffe_corpus, tmp_path):
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"data": x})))
     blob_of = {v: k for k, v in meta(model)["preimage.blobs"].items()}
     assert got and all(rel_err(y, ref[blob_of[name]]) < TOL for name, y in got.items())
+
+
+@pytest.mark.parametrize("net", ["u_pooling", "u_norm_act", "u_graph", "u_lrn"])
+def test_corpus_at_the_newest_supported_opset(caffe_corpus, net):
+    d = caffe_corpus / net
+    model = convert_caffe(d / "net.prototxt", d / "net.caffemodel", opset=17)
+    onnx.checker.check_model(model, full_check=True)
+    layers = np.load(d / "layers.npz")
+    got = run(model, _feeds(d, model), layers.files)
+    bad = {k: rel_err(got[k], layers[k]) for k in layers.files if not rel_err(got[k], layers[k]) <= TOL}
+    assert not bad

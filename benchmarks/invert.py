@@ -180,7 +180,15 @@ def main():
     ap.add_argument("--naive-steps", type=int, default=4)
     ap.add_argument("--gflops", type=float, default=155.0, help="float32 GEMM rate defining the floor")
     ap.add_argument("--corpus", action="store_true", help="also print the corpus error table")
+    ap.add_argument("--corpus-only", action="store_true", help="only the corpus error table")
     args = ap.parse_args()
+    if args.corpus_only:
+        rows = corpus_table(args.device)
+        worst = max((r[3] for r in rows), default=None)
+        print(json.dumps({"name": "invert_corpus_mean_normalized_error_worst_layer", "value": worst, "unit": "ratio",
+                          "baseline": 0.14, "ratio": None if worst is None else round(worst / 0.14, 3),
+                          "target": 0.2}))
+        return
 
     device = args.device
     from preimage.converters.onnx_torch.load import load_features

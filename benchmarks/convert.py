@@ -4,7 +4,9 @@ Writes the caffemodel with preimage's own writer (seeded random weights), then m
 fresh child process (so peak memory is that of one job alone, read with getrusage's ru_maxrss):
 
 - floor:   read the file and parse it with protobuf (``NetParameter.ParseFromString``), nothing else;
-- convert: ``convert_caffe(prototxt, caffemodel, out.onnx)``, the whole conversion including writing.
+- convert: ``convert_caffe(prototxt, caffemodel, out.onnx)``, the whole conversion including writing,
+  returning the model with its weights (the JSON's value, ratio and memory_ratio);
+- command: what ``preimage convert caffe`` runs (the weights go to the file only; extra keys).
 
 Times are the best of ``--repeat`` runs (the machine may be shared). Peak memory is the child's whole
 resident set (interpreter and imports included). Targets: time <= 2x the floor, peak memory <= 2.5x
@@ -44,6 +46,15 @@ def child_convert(prototxt, caffemodel, out):
     return secs
 
 
+def child_command(prototxt, caffemodel, out):
+    """What `preimage convert caffe` runs: the weights go to the file and are not kept in memory."""
+    from preimage.converters.caffe.convert import convert_caffe_full
+
+    t0 = time.perf_counter()
+    convert_caffe_full(prototxt, caffemodel, out, keep_weights=False)
+    return time.perf_counter() - t0
+
+
 def run_child(args):
     """Run one measurement in a fresh interpreter; returns (seconds, peak MiB, MiB after imports).
     Dirty pages of earlier steps (the 233 MB caffemodel, earlier outputs) are flushed first, so that
@@ -69,6 +80,8 @@ def child_main(kind, *paths):
         t0 = time.perf_counter()
         write_caffemodel(paths[1], paths[0], seed=0)
         secs = time.perf_counter() - t0
+    elif kind == "command":
+        secs = child_command(*paths)
     else:
         secs = child_floor(*paths) if kind == "floor" else child_convert(*paths)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -111,6 +124,11 @@ def main():
             if os.path.exists(out):  # each run writes a new file (not the removal of the previous one)
                 os.remove(out)
             conv.append(run_child(["convert", proto, model, out]))
+        cmd = []
+        for _ in range(args.repeat):
+            if os.path.exists(out):
+                os.remove(out)
+            cmd.append(run_child(["command", proto, model, out]))
         onnx_mib = os.path.getsize(out) / 2**20
     f_t = min(r["seconds"] for r in floor)
     c_t = min(r["seconds"] for r in conv)
@@ -122,6 +140,10 @@ def main():
     print(f"floor (read + protobuf parse): {f_t:.3f} s, peak {f_mem:.0f} MiB", file=sys.stderr)
     print(f"convert_caffe (incl. writing {onnx_mib:.0f} MiB ONNX): {c_t:.3f} s, peak {c_mem:.0f} MiB "
           f"(of which {c_base:.0f} MiB interpreter and imports)", file=sys.stderr)
+    k_t = min(r["seconds"] for r in cmd)
+    k_mem = min(r["peak_mib"] for r in cmd)
+    print(f"preimage convert caffe's path (weights to the file only): {k_t:.3f} s, peak {k_mem:.0f} MiB",
+          file=sys.stderr)
     print(f"CPU time (all threads): floor {f_cpu:.3f} s, convert {c_cpu:.3f} s", file=sys.stderr)
     print(f"machine load average during the runs: {os.getloadavg()}", file=sys.stderr)
     print(json.dumps({
@@ -131,6 +153,8 @@ def main():
         "memory_ratio": round(c_mem / size_mib, 3), "memory_target": 2.5,
         "floor_peak_memory_mib": round(f_mem, 1), "imports_mib": round(c_base, 1),
         "cpu_seconds": round(c_cpu, 4), "floor_cpu_seconds": round(f_cpu, 4), "cpu_ratio": round(c_cpu / f_cpu, 3),
+        "command_seconds": round(k_t, 4), "command_ratio": round(k_t / f_t, 3),
+        "command_peak_memory_mib": round(k_mem, 1), "command_memory_ratio": round(k_mem / size_mib, 3),
         "workdir": args.workdir or tempfile.gettempdir(), "load_average": [round(x, 2) for x in os.getloadavg()],
         "parameters": conv[0]["parameters"],
     }))

@@ -48,7 +48,7 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
         if not name.strip() or not shapes[name.strip()]:
             raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape")
     conv = convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed,
-                              input_shapes=shapes)
+                              input_shapes=shapes, keep_weights=False)  # the file is all we need
     for note in conv.notices:
         click.echo(f"warning: {note}", err=True)
     m = conv.model

@@ -50,6 +50,7 @@ class Builder:
         self.nodes = []
         self.raw = {}  # initializer name -> the bytes object its raw_data was set from (for writing)
         self.sink = None  # optional callable(tensor, raw bytes): streams big weights to the output file
+        self.keep_weights = True  # False: weights streamed to the file are not kept in the returned model
         self.shapes = {}  # value name -> static shape (tuple)
         self.shared = {}  # param name -> (initializer name, shape)
         self.used_blobs = {}  # layer name -> {index: np.ndarray}  (what the net used; for the writer)
@@ -200,7 +201,8 @@ class Builder:
             t.name = init
             t.data_type = FLOAT
             t.dims.extend(store_shape)
-            raw = self.weights.merge_into(t, arr)
+            # keep_weights False (a command that only writes the file): the bytes go to the file only
+            raw = self.weights.merge_into(t, arr, copy=self.keep_weights or self.sink is None)
             if raw is None:
                 del t.dims[:]
         if raw is None:

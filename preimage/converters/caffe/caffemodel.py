@@ -282,12 +282,16 @@ class Caffemodel:
         blob = self._by_address.get(arr.__array_interface__["data"][0])
         return blob if blob is not None and blob.data.size == arr.size else None
 
-    def merge_into(self, tensor, arr):
+    def merge_into(self, tensor, arr, copy=True):
         """Set ``tensor.raw_data`` to ``arr``'s bytes straight from the mapping (one copy), if ``arr`` is a
-        whole blob of this file; returns the memoryview of those bytes (for writers), else None."""
+        whole blob of this file; returns the memoryview of those bytes (for writers), else None.
+        ``copy=False`` only returns the view (the tensor stays without data)."""
         blob = self._blob_of(arr)
         if blob is None:
             return None
+        if not copy:
+            tag_at, end = blob.span
+            return memoryview(self._mm)[end - blob.data.nbytes:end]
         tag_at, end = blob.span
         if self._mm[tag_at] != _RAW_TAG:
             self._hasher.wait_past(tag_at + 1)  # the hash must see the original byte

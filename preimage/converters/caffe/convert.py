@@ -57,9 +57,12 @@ def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_wei
 
 
 def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
-                       weightless=False, input_shapes=None, _collect_blobs=None):
+                       weightless=False, input_shapes=None, keep_weights=True, _collect_blobs=None):
     """:func:`convert_caffe` returning a :class:`Conversion` (model, notices). ``weightless=True``: no
-    weights at all, they become typed graph inputs (for describing a net's structure cheaply)."""
+    weights at all, they become typed graph inputs (for describing a net's structure cheaply).
+    ``keep_weights=False`` (with ``output``): the weights read from the caffemodel go to the file only,
+    and the returned model holds their names and shapes but not their data (what a command that only
+    writes the file needs: one copy of the weights less, in time and memory)."""
     prototxt = os.fspath(prototxt)
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if opset not in SUPPORTED_OPSETS:
@@ -108,6 +111,7 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
             with atomic_path(output) as tmp, open(tmp, "wb") as f:
                 # weights go to the file on a second thread as soon as the layer that owns them is built
                 b.sink = FragmentWriter(f)
+                b.keep_weights = keep_weights
                 try:
                     model = _build_model(spec, b, notices, opset, prototxt)
                 finally:

@@ -92,3 +92,16 @@ def test_corpus_at_the_newest_supported_opset(caffe_corpus, net):
     got = run(model, _feeds(d, model), layers.files)
     bad = {k: rel_err(got[k], layers[k]) for k in layers.files if not rel_err(got[k], layers[k]) <= TOL}
     assert not bad
+
+
+def test_keep_weights_false_writes_the_same_file(caffe_corpus, tmp_path):
+    from preimage.converters.caffe.convert import convert_caffe_full
+
+    d = caffe_corpus / "alexnet"
+    full = convert_caffe(d / "net.prototxt", d / "net.caffemodel", tmp_path / "a.onnx")
+    lean = convert_caffe_full(d / "net.prototxt", d / "net.caffemodel", tmp_path / "b.onnx", keep_weights=False).model
+    assert not any(t.raw_data for t in lean.graph.initializer if t.name.endswith("/weight"))
+    a, b = onnx.load(str(tmp_path / "a.onnx")), onnx.load(str(tmp_path / "b.onnx"))
+    assert {t.name: t.raw_data for t in a.graph.initializer} == {t.name: t.raw_data for t in b.graph.initializer}
+    assert {t.name: t.raw_data for t in full.graph.initializer} == {t.name: t.raw_data for t in b.graph.initializer}
+    assert a.graph.node == b.graph.node

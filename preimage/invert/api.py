@@ -94,6 +94,7 @@ def _features(m, x, batch=16):
 def _run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress):
     run = Run(kind=kind, model=m, config=cfg, images=names, originals=None if x0 is None else x0.cpu(),
               layers=layers, seeds=seeds)
+    run.device = str(device)
     bs = batch_size or len(samples)
     t0 = time.perf_counter()
     chunks = [samples[i:i + bs] for i in range(0, len(samples), bs)]

@@ -81,6 +81,7 @@ def optimize(features, samples, cfg, size, device="cpu", dtype=torch.float32, pr
     init_scale = cfg.init_scale if cfg.init_scale is not None else cfg.B / 3 ** 0.5
     params = cfg.params()
     regs = [(REGULARIZERS.get_or_fail(name), w) for name, w in cfg.weights.items() if w]
+    regs = [(fn, w, _reg_params(fn, params)) for fn, w in regs]
     objective = obj_mod.OBJECTIVES.get_or_fail(cfg.objective)
     hooks = [HOOKS.get_or_fail(h) for h in cfg.hooks]
 
@@ -153,7 +154,7 @@ def optimize(features, samples, cfg, size, device="cpu", dtype=torch.float32, pr
                 for layer, (pos, t, mask, z, C) in targets.items():
                     phi = feats[layer].index_select(0, pos) if len(pos) != n else feats[layer]
                     loss = loss.index_add(0, pos, C * objective(phi, t, mask, z))
-                reg = torch.cat([sum((w * fn(c, **_reg_params(fn, params)) for fn, w in regs),
+                reg = torch.cat([sum((w * fn(c, **kw) for fn, w, kw in regs),
                                      torch.zeros(c.shape[0], device=device, dtype=dtype)) for c in canvases])
                 energy = loss + reg
                 grads = torch.autograd.grad(energy.sum(), canvases)

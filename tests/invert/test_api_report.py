@@ -67,3 +67,15 @@ def test_maximize_and_caricature_run(tmp_path):
     assert len(c.results) == 1
     c.write(str(tmp_path / "car"))
     assert (tmp_path / "car" / "grid.png").exists() and (tmp_path / "max" / "metrics.json").exists()
+
+
+def test_batch_size_chunks_give_the_same_results():
+    net = SmallNet().double()
+    kw = dict(seeds=2, iters=5, overrides={"fine_iters": 1}, preprocess=Preprocess(), size=(16, 16), device="cpu",
+              progress=False)
+    whole = api.invert(net, ["b", "fc"], samples.paths()[:2], **kw)
+    chunked = api.invert(net, ["b", "fc"], samples.paths()[:2], batch_size=3, **kw)
+    assert [r["batch_size"] for r in chunked.results] == [3, 3, 3, 3, 3, 3, 2, 2]  # 2 images x 2 layers x 2 seeds
+    for a, b in zip(whole.results, chunked.results):
+        assert (a["image"], a["layer"], a["seed"]) == (b["image"], b["layer"], b["seed"])
+        np.testing.assert_allclose(a["x"].numpy(), b["x"].numpy(), rtol=1e-9, atol=1e-9)

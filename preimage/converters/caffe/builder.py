@@ -42,6 +42,7 @@ class Builder:
         self.random_seed = random_seed  # not None: make seeded random blobs instead of reading weights
         self.weightless = weightless  # structure only: weights become typed graph inputs, no data
         self.weight_inputs = []  # (name, shape) in weightless mode
+        self.collect_random = False  # weightless, but make the seeded random blobs (for the writer)
         self.n_params = 0  # Caffe parameters used (shared blobs counted once)
         self.param_owners = param_owners or {}  # param name -> [layer names sharing it, in net order]
         # The model is filled in place: copying 61M weights between protobuf messages costs time and memory.
@@ -187,11 +188,15 @@ class Builder:
             return init
         hint = {0: "weight", 1: "bias"}.get(index, f"blob{index}") if kind in ("weight", "bias") else kind
         if self.weightless:
+            arr = None
+            if self.collect_random:  # the writer wants the random blobs, not a model holding them
+                arr = self.blob_array(index, shape, kind, fan_in, label)
+            else:
+                self.n_params += numel(shape)
             init = self.fresh(hint)
-            self.n_params += numel(shape)
             self.weight_inputs.append((init, store_shape))
             if pname:
-                self.shared[pname] = (init, store_shape, None)
+                self.shared[pname] = (init, store_shape, arr)
             return init
         arr = self.blob_array(index, shape, kind, fan_in, label)
         init = self.fresh(hint)

@@ -89,6 +89,7 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
         wsha = wdict.sha256
     b = Builder(prototxt, wdict, weights, _param_owners(spec), random_seed=seed if random_weights else None,
                 weightless=weightless)
+    b.collect_random = weightless and _collect_blobs is not None
 
     def finish_metadata():  # the caffemodel's sha256 is finished on a thread while weights are written
         sources = {"prototxt": {"file": os.path.basename(prototxt), "sha256": sha256_file(prototxt)}}

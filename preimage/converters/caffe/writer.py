@@ -32,7 +32,7 @@ def random_weights(prototxt, seed=0):
     from .convert import convert_caffe_full
 
     used = {}
-    convert_caffe_full(prototxt, random_weights=True, seed=seed, _collect_blobs=used)
+    convert_caffe_full(prototxt, weightless=True, seed=seed, _collect_blobs=used)  # no model copy of them
     return {layer: [blobs[i] for i in sorted(blobs)] for layer, blobs in used.items()}
 
 

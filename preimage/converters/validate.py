@@ -248,14 +248,12 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
     backends = ["torch", "onnxruntime"] if backend == "both" else [backend]
     if "torch" in backends or grad_found:
         dev = resolve_device(device)
-        names = list(dict.fromkeys(list(found) + list(grad_found)))
-        net = load_features(onnx_model, [n for n in names if n in found] + [n for n in grad_found if n not in found],
-                            device=dev, keys=keys)
-        # grads are keyed by blob name; load them as blobs even where keys="layers"
-        if grad_found and keys != "blobs":
-            net_g = load_features(onnx_model, list(grad_found), device=dev, keys="blobs")
-        else:
-            net_g = net
+        if keys == "blobs":  # one module computes the values and the gradients' blobs
+            net = net_g = load_features(onnx_model, list(dict.fromkeys(list(found) + list(grad_found))),
+                                        device=dev, keys="blobs")
+        else:  # grads are keyed by blob name: a second module reads them as blobs
+            net = load_features(onnx_model, list(found), device=dev, keys=keys)
+            net_g = load_features(onnx_model, list(grad_found), device=dev, keys="blobs") if grad_found else None
         xs = {n: torch.from_numpy(inputs[n]).to(dev) for n in net.input_names}
         for n, x in xs.items():
             try:

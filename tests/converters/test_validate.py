@@ -129,3 +129,10 @@ def test_image_input_preprocessed_with_metadata(tmp_path):
     res = cli_run("-m", tmp_path / "net.onnx", "-r", tmp_path / "ref.npz", "--input", tmp_path / "in.png")
     assert res.exit_code == 0, res.output
     assert Preprocess.from_onnx(model).input_size == [6, 5]
+
+
+def test_layers_reference_with_blob_keyed_grads(case):
+    # layer "conv" is the convolution; the gradient file's R/conv is for blob conv (after the ReLU)
+    rep = validate(case / "net.onnx", case / "layers.npz", keys="layers", grads=case / "grads.npz")
+    assert rep.ok, rep.table()
+    assert [r.name for r in rep.rows if r.kind == "grad"] == ["conv"]

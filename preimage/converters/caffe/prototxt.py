@@ -63,10 +63,13 @@ def read_net(path):
         raise PreimageError("no such prototxt file", path=path)
     with open(path, "rb") as f:
         raw = f.read()
+    if b"\x00" in raw[:65536]:
+        raise FormatError("not a text prototxt (it is binary; did you pass the .caffemodel?)", path=path)
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FormatError("not a text prototxt (it is binary; did you pass the .caffemodel?)", path=path) from None
+    except UnicodeDecodeError:  # old files with Latin-1 comments
+        text = raw.decode("latin-1")
+    text = text.lstrip("\ufeff")
     return net_spec_from_param(parse_net_text(text, path), path)
 
 

@@ -184,3 +184,16 @@ def test_blob_count_must_match_like_caffe(tiny, tmp_path):
     with pytest.raises(PreimageError) as e:
         convert_caffe(nobias, model)
     one_line_error(e, str(nobias), "layer 'conv1'", "holds 2 blob(s)", "has 1")
+
+
+def test_caffemodel_passed_as_prototxt(tiny):
+    proto, model = tiny
+    with pytest.raises(PreimageError) as e:
+        convert_caffe(model, model)
+    one_line_error(e, str(model), "binary")
+
+
+def test_bom_crlf_and_latin1_comments_are_read(tmp_path):
+    p = tmp_path / "old.prototxt"
+    p.write_bytes(b"\xef\xbb\xbf# Gr\xfc\xdfe\r\n" + NET.replace("\n", "\r\n").encode())
+    assert convert_caffe(p, random_weights=True).graph.node

@@ -65,11 +65,12 @@ def read_net(path):
         raw = f.read()
     if b"\x00" in raw[:65536]:
         raise FormatError("not a text prototxt (it is binary; did you pass the .caffemodel?)", path=path)
+    if raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark
+        raw = raw[3:]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:  # old files with Latin-1 comments
         text = raw.decode("latin-1")
-    text = text.lstrip("\ufeff")
     return net_spec_from_param(parse_net_text(text, path), path)
 
 

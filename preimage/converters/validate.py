@@ -57,10 +57,17 @@ class Report:
 
     def summary(self):
         n, bad = len(self.rows), len(self.failed)
-        worst = max((r.rel_err for r in self.rows if r.rel_err is not None), default=None)
         text = f"{'PASS' if self.ok else 'FAIL'}: {n - bad}/{n} tensors within tolerance"
-        if worst is not None:
-            text += f", worst relative error {worst:.2e} (rtol {self.rtol:g}, grads {self.grad_rtol:g})"
+        worst = []
+        for kind, tol in (("value", self.rtol), ("grad", self.grad_rtol)):
+            errs = [r.rel_err for r in self.rows if r.kind == kind and r.rel_err is not None and not r.note]
+            if errs:
+                worst.append(f"{kind}s {max(errs):.2e} (tolerance {tol:g})")
+        if worst:
+            text += ", worst relative error: " + ", ".join(worst)
+        noisy = [r.name for r in self.rows if r.passed and r.note.startswith("ill-conditioned")]
+        if noisy:
+            text += f"; {', '.join(noisy)} passed within float32 rounding noise (see its row)"
         if self.conditioned:
             text += f"; gradients use the reference's argmax/ReLU decisions in {self.conditioned} layers"
         if self.unmatched:

@@ -88,7 +88,9 @@ def maximize(model, layers, preset, seeds, iters, C, sets, batch_size, size, dev
     """Synthesize images that excite a unit (activation maximization, Mahendran & Vedaldi 2016).
 
     Loss -<Phi(x), e_unit> / (M rho^2), M the unit's largest value on natural images, rho the layer's
-    receptive-field size; C = 1; the same priors and schedule as inversion.
+    receptive-field size; C = 1 (the paper's); the same priors and schedule as inversion. For units with
+    large receptive fields the priors then dominate (flat images): raise --C (e.g. 30-100) for stronger
+    patterns; metrics.json records each unit's reached activation beside M.
 
     \b
     Examples:

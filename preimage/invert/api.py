@@ -175,7 +175,8 @@ def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds
     -<Phi, e> / (M rho^2), M = the unit's largest value on ``images`` (default: the bundled photos),
     rho = the layer's receptive-field size; C = 1, start from noise."""
     m, layers, device, paths, x0 = _prepare(model, layers, images, device, preprocess, size)
-    cfg = _config(preset, overrides, iters=iters).replace(objective="inner", C=1.0)
+    cfg = _config(preset, overrides, iters=iters).replace(objective="inner")
+    cfg = cfg.replace(C=cfg.C if cfg.C is not None else 1.0)
     if isinstance(units, int):
         units = [units]
     seeds = _seeds(seeds)
@@ -199,7 +200,7 @@ def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds
             M = M if M > 0 else 1.0
             z = M * float(m.rf_size(layer)) ** 2
             for s in seeds:
-                samples.append(engine.Sample(layer, target, seed=s, C=1.0, T=T, z=z,
+                samples.append(engine.Sample(layer, target, seed=s, C=cfg.C, T=T, z=z,
                                              info={"image": f"unit{u}", "unit": u, "M": M}))
     names = [f"unit{u}" for u in units]
     run = _run_batches(m, "maximize", cfg, samples, names, None, layers, seeds, device, batch_size, progress)

@@ -6,8 +6,8 @@ import click
 @click.option("--out", "-o", "out", default="preimage-demo", show_default=True, type=click.Path(file_okay=False),
               help="Output folder (models, reconstructions, report).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
-@click.option("--iters", type=int, help="Iterations with jitter (default 200; 4 with --quick).")
-@click.option("--fine-iters", type=int, help="Final iterations at 0.1x rate without jitter (default 30).")
+@click.option("--iters", type=int, help="Iterations with jitter (default 300; 4 with --quick).")
+@click.option("--fine-iters", type=int, help="Final iterations at 0.1x rate without jitter (default 50).")
 @click.option("--seeds", default=1, show_default=True, type=int, help="Random starts per image.")
 @click.option("--quick", is_flag=True, help="Tiny models and a few iterations: a smoke test in seconds.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
@@ -18,9 +18,9 @@ def demo(out, device, iters, fine_iters, seeds, quick, quiet, images):
     Writes an AlexNet-architecture and a PoseNet-architecture Caffe model with seeded random weights (the
     AlexNet one also in the 2014 V1 layout), converts them to ONNX, checks ONNX Runtime against PyTorch
     and V1 against current layout, then reconstructs the bundled photos (or IMAGES) from conv3, relu5,
-    fc8 (AlexNet) and conv4, fc5 (PoseNet). Open OUT/index.html afterwards. About 1-3 minutes on two
-    CPU cores (AlexNet is built at 1/4 width and the schedule shortened to 200 + 30 iterations for that;
-    --iters 300 --fine-iters 50 gives the paper's); well under a minute on a GPU.
+    fc8 (AlexNet) and conv4, fc5 (PoseNet) with the paper's 300 + 50 iterations. Open OUT/index.html
+    afterwards. About 40 s on two idle CPU cores (AlexNet is built at 1/4 width for that; a busy machine
+    can take several times longer: --iters 150 halves it).
 
     \b
     Examples:

@@ -55,6 +55,7 @@ class Builder:
         self.shapes = {}  # value name -> static shape (tuple)
         self.shared = {}  # param name -> (initializer name, shape)
         self.used_blobs = {}  # layer name -> {index: np.ndarray}  (what the net used; for the writer)
+        self.fixed_size = []  # layers whose ONNX form holds only at the declared input size
         self.names = set()
         self.mem_limit = memory_limit_bytes()
         self.layer = None

@@ -149,6 +149,10 @@ def _too_big(nbytes, prototxt):
 def _build_model(spec, b, notices, opset, prototxt):
     model, layer_meta = _build(spec, b, notices, opset)
     _set_meta(model, "preimage.layers", layer_meta)
+    if b.fixed_size:  # a few pooling corner cases hold only at the declared size (docs/caffe.md)
+        inputs = {p.key: p.value for p in model.metadata_props}.get("preimage.inputs", "{}")
+        sizes = {k: list(v[2:]) for k, v in json.loads(inputs).items() if len(v) == 4}
+        _set_meta(model, "preimage.fixed_size", {"layers": list(dict.fromkeys(b.fixed_size)), "inputs": sizes})
     _check_structure(model, prototxt)
     return model
 

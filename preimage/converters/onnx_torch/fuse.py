@@ -8,6 +8,13 @@ window can start in the end padding, i.e. in floor mode: every window then lies 
 and ONNX divides by the full kernel either way. torch pools the padding implicitly (see ``pooling.py``),
 so the copy disappears. Only applied where torch's pooling can take the begin pad (pad <= kernel / 2)
 and the Pad's output is used by nothing else.
+
+Caffe's ceil-mode AVE pooling arrives as zero ``Pad`` p on both sides + ``AveragePool`` in floor mode
+with end pads ``min(k - 1 - p, s - 1)`` and ``count_include_pad=0`` (docs/caffe.md): windows up to
+one past ``H + p``, divided by their part inside ``[-p, H + p)``. That is exactly torch's ceil-mode
+``avg_pool2d`` with the symmetric pad p and ``count_include_pad=True`` at every input size, so the
+pair becomes ``AveragePool(pads p, ceil_mode=1, count_include_pad=1)`` (for torch only; onnxruntime
+sizes ceil mode alike, but ONNX's shape inference below opset 22 would not).
 """
 import onnx
 from onnx import helper, numpy_helper
@@ -53,17 +60,26 @@ def fuse_pad_into_average_pool(model):
         pad = producer[node.input[0]]
         kernel = list(_attr(node, "kernel_shape", []))
         if (pad.op_type != "Pad" or consumers.get(pad.output[0]) != 1 or pad.output[0] in outputs
-                or len(kernel) != 2 or _attr(node, "ceil_mode", 0) or any(_attr(node, "pads", [0]))
+                or len(kernel) != 2 or _attr(node, "ceil_mode", 0)
                 or _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
             continue
         pads = _spatial_pads(pad, inits, 4)
         if pads is None or pads[0] > kernel[0] // 2 or pads[1] > kernel[1] // 2:
             continue
+        pool_pads = list(_attr(node, "pads", [0, 0, 0, 0]))
+        ceil = 0
+        if any(pool_pads):  # Caffe's ceil-mode pattern (module doc), or nothing to fuse
+            strides = list(_attr(node, "strides", [1, 1]))
+            if (_attr(node, "count_include_pad", 0) or pool_pads[:2] != [0, 0] or pads[:2] != pads[2:]
+                    or any(pool_pads[2 + i] != min(kernel[i] - 1 - pads[i], strides[i] - 1) for i in range(2))):
+                continue
+            ceil = 1
         node.input[0] = pad.input[0]
-        keep = [a for a in node.attribute if a.name not in ("pads", "count_include_pad")]
+        keep = [a for a in node.attribute if a.name not in ("pads", "count_include_pad", "ceil_mode")]
         del node.attribute[:]
         node.attribute.extend(keep + [helper.make_attribute("pads", pads),
-                                      helper.make_attribute("count_include_pad", 1)])
+                                      helper.make_attribute("count_include_pad", 1),
+                                      helper.make_attribute("ceil_mode", ceil)])
         drop.add(id(pad))
     if drop:
         nodes = [n for n in model.graph.node if id(n) not in drop]

@@ -83,11 +83,29 @@ def pooling_geometry(b, p, h, w):
     return k, s, pad
 
 
+FLT_MAX = float(np.finfo(np.float32).max)  # Caffe's value for a max-pooling window with no input
+
+
 @register("Pooling")
 def pooling(b, layer, xs):
-    """MAX: MaxPool with explicit (asymmetric) pads reproducing Caffe's output size.
-    AVE: explicit zero Pad (Caffe's pad, plus whatever the last window needs), AveragePool without pads,
-    then a constant multiplier kh*kw / divisor where Caffe's divisor (window clipped to H + pad) differs."""
+    """Size-generic ONNX pooling: correct at any input size, as a Caffe net is.
+
+    All in floor mode (``ceil_mode=0``), which every ONNX version and runtime sizes alike. Caffe's ceil
+    rule, out = min(ceil((H + 2p - k) / s), ceil((H + p) / s) - 1) + 1 (the second term: a last window
+    starting in the end padding is dropped), equals floor((H + p + e - k) / s) + 1 with the end pad
+    e = min(k - 1, p + s - 1), at every H. (``ceil_mode=1`` would say the same in onnxruntime, but
+    ONNX's own shape inference keeps the dropped window below opset 22, so the model would contradict
+    the checker.)
+    MAX: ``MaxPool`` pads [p, e] (e = p in FLOOR round mode). AVE: Caffe divides by the window clipped
+    to [-p, H + p): where windows reach past H + p (e > p), an explicit zero ``Pad`` p both sides and
+    ``AveragePool`` pads [0, e - p] with count_include_pad=0 (it counts the padded map, i.e. exactly
+    [-p, H + p)); else ``AveragePool`` pads [p, p] (every window full). Global: GlobalMaxPool /
+    GlobalAveragePool.
+    The one place no ONNX pad can express: ceil mode with no padding at all and a kernel smaller than
+    the stride, where Caffe keeps a last window that starts past the input (it covers nothing;
+    -FLT_MAX for MAX). MAX gets an explicit end ``Pad`` of s - 1 with -FLT_MAX (generic); AVE (and
+    STOCHASTIC with pads or global) keep a form fixed for the declared size, recorded in the
+    ``preimage.fixed_size`` metadata (load_features refuses other sizes)."""
     p = layer.pooling_param
     n, c, h, w = require_4d(b, xs[0])
     k, s, pad = pooling_geometry(b, p, h, w)
@@ -96,37 +114,65 @@ def pooling(b, layer, xs):
     oh = caffe_pooled_size(h, k[0], s[0], pad[0], ceil, any_pad)
     ow = caffe_pooled_size(w, k[1], s[1], pad[1], ceil, any_pad)
     out_shape = (n, c, oh, ow)
-    # end padding so that exactly oh x ow windows fit: the last window covers [(o-1)s - p, (o-1)s - p + k)
-    end = [max(0, (oh - 1) * s[0] + k[0] - h - pad[0]), max(0, (ow - 1) * s[1] + k[1] - w - pad[1])]
-    for size, kk, ss, pp, e, o in ((h, k[0], s[0], pad[0], end[0], oh), (w, k[1], s[1], pad[1], end[1], ow)):
-        if (size + pp + e - kk) // ss + 1 != o:  # never expected; guards the derivation above
-            raise b.error(f"internal: pooling size mismatch ({size}, k={kk}, s={ss}, p={pp})")
-    if p.pool == p.MAX:
+    # Caffe keeps (ONNX drops) windows starting past the input: ceil mode, no pad, kernel < stride
+    empty_tail = ceil and not any_pad and (k[0] < s[0] or k[1] < s[1])
+    end = [min(k[i] - 1, pad[i] + s[i] - 1) if ceil else pad[i] for i in range(2)]
+    if p.global_pooling and p.pool in (p.MAX, p.AVE):
+        op = "GlobalMaxPool" if p.pool == p.MAX else "GlobalAveragePool"
+        b.op(op, xs, out=b.outs[0], shape=out_shape)
+    elif p.pool == p.MAX and not empty_tail:
         b.op("MaxPool", xs, out=b.outs[0], shape=out_shape, kernel_shape=list(k), strides=list(s),
              pads=[pad[0], pad[1], end[0], end[1]])
-    elif p.pool == p.AVE:
-        x = xs[0]
-        if any_pad or end[0] or end[1]:
-            pads = b.ints([0, 0, pad[0], pad[1], 0, 0, end[0], end[1]], "pads")
-            x = b.op("Pad", [x, pads], mode="constant")
-        mult = _ave_divisor_fix(h, w, k, s, pad, oh, ow)
-        if mult is None:
-            b.op("AveragePool", [x], out=b.outs[0], shape=out_shape, kernel_shape=list(k), strides=list(s))
+    elif p.pool == p.MAX:
+        # floor((H + s - 1 - k) / s) + 1 = ceil((H - k) / s) + 1 windows, none dropped, at any H
+        tail = b.ints([0, 0, 0, 0, 0, 0, s[0] - 1, s[1] - 1], "pads")
+        x = b.op("Pad", [xs[0], tail, b.scalar(-FLT_MAX, "lowest")], mode="constant")
+        b.op("MaxPool", [x], out=b.outs[0], shape=out_shape, kernel_shape=list(k), strides=list(s))
+    elif p.pool == p.AVE and not empty_tail:
+        if end[0] > pad[0] or end[1] > pad[1]:
+            x = xs[0]
+            if any_pad:
+                x = b.op("Pad", [x, b.ints([0, 0, pad[0], pad[1], 0, 0, pad[0], pad[1]], "pads")], mode="constant")
+            b.op("AveragePool", [x], out=b.outs[0], shape=out_shape, kernel_shape=list(k), strides=list(s),
+                 pads=[0, 0, end[0] - pad[0], end[1] - pad[1]], count_include_pad=0)
         else:
-            y = b.op("AveragePool", [x], kernel_shape=list(k), strides=list(s))
-            b.op("Mul", [y, b.const(mult, "divisor_fix")], out=b.outs[0], shape=out_shape)
+            b.op("AveragePool", xs, out=b.outs[0], shape=out_shape, kernel_shape=list(k), strides=list(s),
+                 pads=[pad[0], pad[1], pad[0], pad[1]], count_include_pad=1)
+    elif p.pool == p.AVE:
+        _fixed_average(b, xs[0], h, w, k, s, pad, oh, ow, out_shape)
     elif p.pool == p.STOCHASTIC:
         # TEST-phase stochastic pooling: sum(x^2) / sum(x) over each window, no padding.
         # (Caffe ignores pad here: windows start at i * stride and are clipped to the image)
         x = xs[0]
-        tail = [max(0, (oh - 1) * s[0] + k[0] - h), max(0, (ow - 1) * s[1] + k[1] - w)]
-        if tail[0] or tail[1]:
-            x = b.op("Pad", [x, b.ints([0, 0, 0, 0, 0, 0, tail[0], tail[1]], "pads")], mode="constant")
-        num = b.op("AveragePool", [b.op("Mul", [x, x])], kernel_shape=list(k), strides=list(s))
-        den = b.op("AveragePool", [x], kernel_shape=list(k), strides=list(s))
+        generic = not any_pad and not empty_tail and not p.global_pooling
+        if not generic:
+            tail = [max(0, (oh - 1) * s[0] + k[0] - h), max(0, (ow - 1) * s[1] + k[1] - w)]
+            if tail[0] or tail[1]:
+                x = b.op("Pad", [x, b.ints([0, 0, 0, 0, 0, 0, tail[0], tail[1]], "pads")], mode="constant")
+            b.fixed_size.append(layer.name)
+        # the same divisor for both pools (count_include_pad=0), so it cancels; no pad: end = min(k-1, s-1)
+        mode = {"pads": [0, 0, end[0], end[1]]} if generic and ceil else {}
+        num = b.op("AveragePool", [b.op("Mul", [x, x])], kernel_shape=list(k), strides=list(s), **mode)
+        den = b.op("AveragePool", [x], kernel_shape=list(k), strides=list(s), **mode)
         b.op("Div", [num, den], out=b.outs[0], shape=out_shape)
     else:
         raise b.error(f"pooling method {p.pool} is not supported", UnsupportedError)
+
+
+def _fixed_average(b, x, h, w, k, s, pad, oh, ow, out_shape):
+    """AVE pooling for the declared size only: explicit zero Pad (Caffe's pad plus what the last window
+    needs), AveragePool without pads, then a constant multiplier kh*kw / divisor where Caffe's divisor
+    (window clipped to H + pad) differs. Recorded in ``b.fixed_size``."""
+    b.fixed_size.append(b.layer.name)
+    end = [max(0, (oh - 1) * s[0] + k[0] - h - pad[0]), max(0, (ow - 1) * s[1] + k[1] - w - pad[1])]
+    if any(pad) or any(end):
+        x = b.op("Pad", [x, b.ints([0, 0, pad[0], pad[1], 0, 0, end[0], end[1]], "pads")], mode="constant")
+    mult = _ave_divisor_fix(h, w, k, s, pad, oh, ow)
+    if mult is None:
+        b.op("AveragePool", [x], out=b.outs[0], shape=out_shape, kernel_shape=list(k), strides=list(s))
+    else:
+        y = b.op("AveragePool", [x], kernel_shape=list(k), strides=list(s))
+        b.op("Mul", [y, b.const(mult, "divisor_fix")], out=b.outs[0], shape=out_shape)
 
 
 def _ave_divisor_fix(h, w, k, s, pad, oh, ow):

@@ -64,14 +64,19 @@ class FeatureStore:
         return int(self.offsets[-1])
 
     def _arrays(self, i):
-        if self._features[i] is None:
+        # Prefetch threads call this concurrently: open both arrays first, then publish them, images
+        # last, so a thread that sees a shard's images also sees its features.
+        if self._images[i] is None:
             s = self.index["shards"][i]
-            for kind, store in (("features", self._features), ("images", self._images)):
+            opened = {}
+            for kind in ("features", "images"):
                 p = os.path.join(self.path, s[kind])
                 try:
-                    store[i] = np.load(p, mmap_mode="r")
+                    opened[kind] = np.load(p, mmap_mode="r")
                 except (OSError, ValueError) as e:
                     raise FormatError(f"unreadable shard ({e})", path=p) from None
+            self._features[i] = opened["features"]
+            self._images[i] = opened["images"]
         return self._features[i], self._images[i]
 
     def split(self, name):

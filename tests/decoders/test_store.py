@@ -117,3 +117,35 @@ def test_image_list_file_with_missing_entry(encoder, image_dir, tmp_path):
     assert idx["count"] == 4 and [os.path.basename(s["path"]) for s in idx["skipped"]] == ["gone.png"]
     assert [os.path.basename(p) for p in FeatureStore(tmp_path / "f").paths(range(4))] == names
     assert json.loads((tmp_path / "f" / "index.json").read_text())["layer"] == "fc"
+
+
+def test_shards_opened_concurrently_are_complete(encoder, image_dir, tmp_path, monkeypatch):
+    """Prefetch threads open shards at the same time: none may see a half-opened shard."""
+    import threading
+    import time
+
+    import preimage.decoders.dataset as dataset
+
+    extract_features(encoder, "fc", image_dir, tmp_path / "f", shard_size=2, progress=False)
+    real_load = np.load
+
+    def slow_load(*a, **k):  # widen the window between opening a shard's two arrays
+        time.sleep(0.002)
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(dataset.np, "load", slow_load)
+    store = FeatureStore(tmp_path / "f")
+    errors = []
+
+    def read_all():
+        try:
+            store.get(np.arange(len(store)))
+        except Exception as e:  # collected, asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=read_all) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -24,7 +24,6 @@ class Model:
     input_size: Optional[List[int]] = None
     name: str = "model"
     dtype: torch.dtype = torch.float32
-    strides: Dict[str, tuple] = field(default_factory=dict)  # from graph_strides, when rf is empty
 
     def stride(self, layer, feature_shape=None):
         """Receptive-field stride of ``layer``: from the model's geometry; for a layer beyond the spatial
@@ -32,8 +31,6 @@ class Model:
         rf = self.receptive_fields or {}
         if layer in rf and rf[layer].get("stride"):
             return tuple(rf[layer]["stride"])
-        if layer in (self.strides or {}):
-            return self.strides[layer]
         if feature_shape is not None and len(feature_shape) == 3 and self.input_size:
             return (max(1, round(self.input_size[0] / feature_shape[1])), max(1, round(self.input_size[1] / feature_shape[2])))
         strides = [tuple(v["stride"]) for v in rf.values() if v.get("stride")]
@@ -44,28 +41,6 @@ class Model:
         if layer in rf and rf[layer].get("size"):
             return max(rf[layer]["size"])
         return max(self.input_size) if self.input_size else 1
-
-
-def graph_strides(onnx_model):
-    """Cumulative stride of every value of an ONNX graph: products of Conv/Pool strides along the way
-    (the largest over a node's inputs); values past the spatial part (Flatten, Gemm) keep their input's.
-    A fallback for when ``preimage.converters.geometry`` gives no receptive fields."""
-    if onnx_model is None:
-        return {}
-    strides = {i.name: (1, 1) for i in onnx_model.graph.input}
-    for node in onnx_model.graph.node:
-        ins = [strides[i] for i in node.input if i in strides]
-        if not ins:
-            continue
-        base = max(ins, key=lambda s: s[0] * s[1])
-        st = (1, 1)
-        if node.op_type in ("Conv", "MaxPool", "AveragePool", "LpPool"):
-            for a in node.attribute:
-                if a.name == "strides" and len(a.ints) >= 2:
-                    st = (int(a.ints[0]), int(a.ints[1]))
-        for o in node.output:
-            strides[o] = (base[0] * st[0], base[1] * st[1])
-    return strides
 
 
 def _props(onnx_model):
@@ -127,13 +102,8 @@ def open_model(model, layers, device="cpu", preprocess=None):
     if isinstance(fx, torch.nn.Module):
         floats = [t.dtype for t in list(fx.parameters()) + list(fx.buffers()) if t.dtype.is_floating_point]
         dtype = floats[0] if floats else torch.float32
-    strides = {}
-    if onnx_model is not None:
-        g = graph_strides(onnx_model)
-        values = getattr(fx, "_values", {}) or {}
-        strides = {name: g[v] for name, v in values.items() if v in g}
     m = Model(features=fx, preprocess=pp, receptive_fields=rf, layers=layer_list, input_size=size, name=name,
-              dtype=dtype, strides=strides)
+              dtype=dtype)
     return m
 
 

@@ -39,15 +39,18 @@ def _overrides(sets, C):
 
 
 def _finish(run, out, default_out):
+    from ..invert.report import summary
+
     out = out or default_out
     index = run.write(out)
-    for layer, s in __import__("preimage.invert.report", fromlist=["summary"]).summary(run).items():
+    for layer, s in summary(run).items():
         err = s["mean_normalized_error"]
         if err is not None:
             click.echo(f"{layer}: mean normalised error {err:.4f} over {s['count']} result(s)")
-    if run.interrupted:
-        click.echo("Interrupted: wrote the results so far.")
     click.echo(f"Report: {index}")
+    if run.interrupted:
+        click.echo("Interrupted: wrote the results so far.", err=True)
+        raise SystemExit(130)  # the shell's convention for a run stopped by Ctrl-C
 
 
 @click.command()

@@ -77,3 +77,30 @@ def test_bad_input_is_one_clear_line(tiny_onnx, tmp_path, args, needle):
 def test_missing_model_file(tmp_path):
     r = CliRunner().invoke(cli, ["invert", "-m", str(tmp_path / "nope.onnx"), "-l", "fc5"])
     assert r.exit_code == 2 and "nope.onnx" in r.output
+
+
+def test_ctrl_c_writes_results_so_far_and_exits_130(tiny_onnx, tmp_path):
+    """A real SIGINT to a running `preimage invert`: the report is written with what was reached."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "preimage", "invert", "-m", tiny_onnx, "-l", "conv4", "--iters", "100000",
+           "-o", str(out), samples.paths()[0]]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    seen = ""
+    while "invert:" not in seen and time.time() < deadline:  # wait until the optimization runs
+        seen += p.stdout.read(1)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    rest, _ = p.communicate(timeout=120)
+    assert p.returncode == 130, seen + rest
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["interrupted"] is True
+    assert 0 < m["results"][0]["iterations"] < 100000
+    assert (out / "grid.png").is_file()

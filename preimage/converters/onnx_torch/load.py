@@ -91,6 +91,7 @@ class FeatureExtractor(nn.Module):
         self.input_names = list(needed_inputs)
         shapes = G.metadata(onnx_model, "preimage.inputs", {}) or {}
         self.input_shapes = {n: _declared_shape(onnx_model, n, shapes) for n in self.input_names}
+        self.fixed_sizes, self.fixed_layers = {}, []  # set by load_features (preimage.fixed_size metadata)
         self.all_input_names = G.graph_inputs(onnx_model)
         self._base_dir = base_dir
         self._preprocess = None
@@ -160,6 +161,12 @@ class FeatureExtractor(nn.Module):
                                 + (" (add the batch dimension: x[None])" if x.dim() == len(declared) - 1 else ""))
         if len(declared) > 1 and isinstance(declared[1], int) and declared[1] > 0 and x.shape[1] != declared[1]:
             raise PreimageError(f"input {name!r} must have {declared[1]} channels ({want}), got shape {list(x.shape)}")
+        fixed = self.fixed_sizes.get(name)
+        if fixed and list(x.shape[2:]) != list(fixed):
+            raise PreimageError(f"input {name!r} must be {'x'.join(map(str, fixed))} pixels ({want}): layer(s) "
+                                f"{', '.join(self.fixed_layers)} were converted for that size only (see "
+                                f"docs/caffe.md); got shape {list(x.shape)}. Convert again with --input-shape "
+                                f"{name}=1,{x.shape[1]},{x.shape[2]},{x.shape[3]} for this size")
 
     def forward(self, *args, **kwargs):
         inputs = self._inputs(args, kwargs)
@@ -220,6 +227,11 @@ def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None):
         if order != [n for n in needed if n in order] or len(order) != len(needed):
             module = _Reorder(module, order, needed)
     fx = FeatureExtractor(module, onnx_model, outputs, found, needed, base_dir)
+    fixed = G.metadata(onnx_model, "preimage.fixed_size", None) or {}
+    fixed_layers = [n.name for n in pruned.graph.node if n.name in set(fixed.get("layers", []))]
+    if fixed_layers:  # pooling written for the declared input size only: refuse other sizes
+        fx.fixed_layers = fixed_layers
+        fx.fixed_sizes = {n: s for n, s in fixed.get("inputs", {}).items() if n in needed and len(s) == 2}
     fx = fx.to(device=resolve_device(device))
     if dtype is not None:
         fx = fx.to(dtype=dtype)

@@ -71,6 +71,9 @@ def caffe_pool_ref(x, k, s, p, method="MAX", ceil=True):
             count = (he - hs) * (we - ws)
             hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
             win = x[:, :, hs:he, ws:we]
+            if method == "MAX" and win.size == 0:  # a window past the input (ceil, no pad): Caffe's initial value
+                y[:, :, i, j] = -np.finfo(np.float32).max
+                continue
             y[:, :, i, j] = win.max(axis=(2, 3)) if method == "MAX" else win.sum(axis=(2, 3)) / count
     return y
 

@@ -38,6 +38,16 @@ POOLS = [
     ("AveragePool", [3, 3], [2, 2], [1, 0, 2, 1], 0, 1),
     ("AveragePool", [3, 2], [2, 3], [1, 1, 2, 1], 1, 1),
     ("AveragePool", [3, 3], [1, 1], [1, 1, 1, 1], 0, 1),
+    # pads above half the kernel (ONNX allows any pad below the kernel, torch only half)
+    ("MaxPool", [3, 3], [2, 2], [2, 2, 2, 2], 1, 0),
+    ("MaxPool", [4, 3], [2, 2], [3, 2, 1, 0], 0, 0),
+    ("AveragePool", [3, 3], [2, 2], [2, 2, 2, 2], 1, 1),
+    ("AveragePool", [3, 3], [2, 2], [2, 1, 2, 2], 0, 0),
+    ("AveragePool", [4, 4], [3, 3], [3, 3, 3, 3], 1, 0),
+    # the Caffe converter's ceil-mode pattern (floor mode, end pad min(k - 1, p + s - 1)): torch ceil mode
+    ("MaxPool", [3, 3], [2, 2], [0, 0, 1, 1], 0, 0),
+    ("MaxPool", [2, 2], [2, 2], [1, 1, 1, 1], 0, 0),
+    ("AveragePool", [3, 2], [2, 3], [0, 0, 1, 1], 0, 0),
 ]
 
 
@@ -48,6 +58,26 @@ def test_pooling_matches_onnxruntime(op, kernel, strides, pads, ceil, cip):
         kw["count_include_pad"] = cip
     model = make_model([h.make_node(op, ["x"], ["y"], name="pool", **kw)], {"x": ["N", 3, 13, 11]}, ["y"])
     check_against_ort(model, {"x": rng_array((2, 3, 13, 11))}, ["y"])
+
+
+@pytest.mark.parametrize("op", ["GlobalMaxPool", "GlobalAveragePool"])
+def test_global_pooling_matches_onnxruntime(op):
+    model = make_model([h.make_node(op, ["x"], ["y"], name="pool")], {"x": ["N", 3, 13, 11]}, ["y"])
+    check_against_ort(model, {"x": rng_array((2, 3, 13, 11))}, ["y"])
+
+
+def test_caffe_ceil_average_pattern_fused_to_torch_ceil_mode():
+    """Pad p both sides + AveragePool(floor, end pads min(k - 1 - p, s - 1), count_include_pad 0) is
+    fused into torch's ceil-mode pool with pad p, and still equals onnxruntime at several sizes."""
+    nodes = [h.make_node("Pad", ["x", "pads"], ["p"], name="pad", mode="constant"),
+             h.make_node("AveragePool", ["p"], ["y"], name="pool", kernel_shape=[3, 2], strides=[2, 2],
+                         pads=[0, 0, 1, 0], count_include_pad=0)]
+    for size in [(9, 8), (10, 7), (13, 12)]:
+        model = make_model(nodes, {"x": ["N", 3, *size]}, ["y"], {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)})
+        net = check_against_ort(model, {"x": rng_array((2, 3, *size))}, ["y"])
+        assert not any("pad" == n for n, _ in net.module.named_children())
+        pool = dict(net.module.named_children())["pool"]
+        assert pool.direct and pool.ceil_mode and pool.count_include_pad
 
 
 def test_pooling_free_input_size():

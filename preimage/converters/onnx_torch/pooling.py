@@ -98,8 +98,11 @@ class Pool2d(nn.Module):
 
     def forward(self, x):
         if self.mode == "max" and self.decide_from is not None and self.decide_from.shape == x.shape:
+            if self.is_global:
+                self.kernel = tuple(x.shape[-2:])
             return self._max_at_reference_argmax(x)
         if self.is_global:
+            self.kernel = tuple(x.shape[-2:])  # the last size seen, for readers of the geometry (mirror decoder)
             return x.amax((-2, -1), keepdim=True) if self.mode == "max" else x.mean((-2, -1), keepdim=True)
         if self.direct:
             if self.mode == "max":

@@ -134,3 +134,32 @@ def test_padded_ceil_average_pool_runs_without_a_padded_copy_in_torch(tmp_path):
     assert [n.op_type for n in model.graph.node] == ["Pad", "AveragePool"]
     net = load_features(model, ["pool"])
     assert not any(type(m).__name__ == "Pad" or "pad" in n.lower() for n, m in net.module.named_children())
+
+
+def _stochastic_ref(x, k, s):
+    """Caffe's TEST-phase stochastic pooling: sum(x^2) / sum(x) over windows [i s, i s + k) clipped to the
+    image, ceil rule without pad (no window dropped)."""
+    x = np.asarray(x, np.float64)
+    n, c, h, w = x.shape
+    oh, ow = (-(-(h - k[0]) // s[0]) + 1, -(-(w - k[1]) // s[1]) + 1)
+    y = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            win = x[:, :, i * s[0]:i * s[0] + k[0], j * s[1]:j * s[1] + k[1]]
+            y[:, :, i, j] = (win ** 2).sum(axis=(2, 3)) / win.sum(axis=(2, 3))
+    return y
+
+
+def test_stochastic_pooling_at_any_size(tmp_path):
+    k, s = (3, 2), (2, 2)
+    model = _convert(tmp_path, 'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param { '
+                               'pool: STOCHASTIC kernel_h: 3 kernel_w: 2 stride: 2 } }')
+    assert "preimage.fixed_size" not in meta(model)
+    free = free_size(model)
+    net = load_features(model, ["pool"], dtype=torch.float64)
+    rng = np.random.default_rng(6)
+    for size in SIZES:
+        x = rng.uniform(0.1, 1.0, (1, 2) + size).astype(np.float32)
+        ref = _stochastic_ref(x, k, s)
+        assert rel_err(run(free, {"data": x}, ["pool"])["pool"], ref) < 1e-6, size
+        assert rel_err(net(torch.from_numpy(x).double())["pool"].numpy(), ref) < 1e-12, size

@@ -163,3 +163,17 @@ def test_stochastic_pooling_at_any_size(tmp_path):
         ref = _stochastic_ref(x, k, s)
         assert rel_err(run(free, {"data": x}, ["pool"])["pool"], ref) < 1e-6, size
         assert rel_err(net(torch.from_numpy(x).double())["pool"].numpy(), ref) < 1e-12, size
+
+
+@pytest.mark.parametrize("opset", [13, 15, 17])
+def test_dropped_last_window_at_every_opset(tmp_path, opset):
+    """k2 s2 p1 on 13 rows: Caffe 7 windows (the 8th would start in the end pad), at every opset the
+    converter offers (onnx's checker runs on the model; its shape inference agrees)."""
+    path = tmp_path / "t.prototxt"
+    path.write_text(one_layer_net(_pool_text("AVE", (2, 2), (2, 2), (1, 1), "CEIL"), (1, 2, 13, 12)))
+    model = convert_caffe(path, random_weights=True, opset=opset)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    shape = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.graph.output}["pool"]
+    assert shape[2:] == [7, 7]
+    x = np.random.default_rng(opset).standard_normal((1, 2, 13, 12)).astype(np.float32)
+    assert rel_err(run(model, {"data": x}, ["pool"])["pool"], caffe_pool_ref(x, (2, 2), (2, 2), (1, 1), "AVE")) < 1e-6

@@ -151,9 +151,9 @@ def apply(images, decoder_path, model, layer, output, experiment, stats, feature
       preimage decoder apply -d fc8_decoder.prototxt -m alexnet.onnx -l fc8 cat.jpg -o out/
     """
     from ..decoders.apply import apply_decoder, load_decoder
-    from ..decoders.train import _resolve_device
+    from ..device import resolve_device
 
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     dec = load_decoder(decoder_path, dev, feature_shape=_numbers(feature_shape, int, "--feature-shape"), layer=layer,
                        model_path=model)
     r = apply_decoder(dec, list(images), output, model=model, layer=layer, experiment=experiment, stats=stats, device=dev)

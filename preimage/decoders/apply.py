@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..device import resolve_device
 from ..errors import PreimageError
 from ..models.preprocess import Preprocess, load_image, resize_center_crop, save_image
 from .architectures import build_decoder
@@ -64,7 +65,7 @@ def load_decoder(path, device="cpu", **overrides):
             setattr(dec, k, overrides[k])
     for p in dec.parameters():
         p.requires_grad_(False)
-    return dec.to(device).eval()
+    return dec.to(resolve_device(device)).eval()
 
 
 def encode_images(encoder, layer, paths, size=None, device="cpu"):
@@ -109,6 +110,7 @@ def apply_decoder(decoder, images, output_dir, *, model=None, layer=None, experi
     """
     from .extract import resolve_encoder
 
+    device = resolve_device(device)
     dec = decoder if isinstance(decoder, Decoder) else load_decoder(decoder, device)
     dec = dec.to(device)
     layer = layer or dec.layer

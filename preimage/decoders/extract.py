@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..device import resolve_device
 from ..errors import PreimageError
 from ..fileio import atomic_path, write_text_atomic
 from ..models.preprocess import IMAGE_SUFFIXES, Preprocess, load_image, resize_center_crop
@@ -82,6 +83,7 @@ def extract_features(model, layer, images, output, *, size=None, batch=32, shard
     Returns the store's index (a dict). ``size`` = (H, W) of the network input (default: the model's
     ``input_size``). Interrupted runs resume from the finished shards when called again.
     """
+    device = resolve_device(device)
     enc, pre = resolve_encoder(model, layer, device)
     size = tuple(size or pre.input_size or ())
     if len(size) != 2:
@@ -104,7 +106,6 @@ def extract_features(model, layer, images, output, *, size=None, batch=32, shard
     if os.path.isfile(os.path.join(output, "index.json")):
         os.unlink(os.path.join(output, "index.json"))  # rewritten below; a store is complete only with it
 
-    dev = torch.device(device)
     n_shards = (len(paths) + shard_size - 1) // shard_size
     done = [i for i in range(n_shards) if os.path.isfile(os.path.join(output, shard_name("shard", i)))]
     bar = tqdm(total=len(paths), initial=sum(min(shard_size, len(paths) - i * shard_size) for i in done),
@@ -137,7 +138,7 @@ def extract_features(model, layer, images, output, *, size=None, batch=32, shard
                 bar.update(len(chunk[s:s + batch]))
                 if not good:
                     continue
-                px = torch.from_numpy(np.stack([g[1] for g in good])).to(dev)
+                px = torch.from_numpy(np.stack([g[1] for g in good])).to(device)
                 x = _network_input(px, pre)
                 with torch.no_grad():
                     out = enc(x)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..device import resolve_device
 from ..errors import PreimageError
 from ..fileio import atomic_path, write_text_atomic
 from .architectures import build_decoder, encoder_geometry, _json_stages
@@ -61,14 +62,6 @@ class TrainConfig:
 
     def milestones(self):
         return sorted(self.lr_steps) if self.lr_steps is not None else [int(self.iters * 0.6), int(self.iters * 0.85)]
-
-
-def _resolve_device(device):
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise PreimageError("--device cuda asked for, but no CUDA GPU is available")
-    return torch.device(device)
 
 
 def _dist_setup(device):
@@ -193,7 +186,7 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     run_dir = os.fspath(run_dir)
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     rank, world, device = _dist_setup(device)
     ckpt = None
     if os.path.isfile(ckpt_path):

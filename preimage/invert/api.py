@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ..device import resolve_device
 from ..errors import PreimageError
 from ..models import samples as bundled
 from . import engine, masks as mask_mod, presets
@@ -70,7 +71,7 @@ def _prepare(model, layers, images, device, preprocess, size):
         layers = [layers]
     if not layers:
         raise PreimageError("give at least one layer", where="--layer")
-    device = engine.resolve_device(device)
+    device = resolve_device(device)
     m = open_model(model, layers, device, preprocess=preprocess)
     size = list(size or m.input_size or [])
     if len(size) != 2:

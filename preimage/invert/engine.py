@@ -34,15 +34,6 @@ class Sample:
     info: Dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_device(device):
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        from ..errors import PreimageError
-        raise PreimageError("--device cuda asked for, but torch sees no CUDA device (use --device cpu or auto)")
-    return torch.device(device)
-
-
 def init_noise(shape, seed, scale, dtype):
     """Uniform noise in [-1, 1], rescaled so its 95th percentile is ``scale`` (from a per-seed CPU RNG)."""
     g = torch.Generator().manual_seed(int(seed))

@@ -149,3 +149,10 @@ def test_shards_opened_concurrently_are_complete(encoder, image_dir, tmp_path, m
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_extract_with_device_auto(encoder, image_dir, tmp_path):
+    """The command's default --device auto (it once reached torch.device('auto') and crashed)."""
+    idx = extract_features(encoder, "fc", sorted(image_dir.iterdir())[:4], tmp_path / "f", split=(1, 0, 0),
+                           device="auto", progress=False)
+    assert idx["count"] == 4 and idx["feature_shape"] == [32]

@@ -17,7 +17,7 @@ from ..device import resolve_device
 from ..errors import PreimageError
 from ..fileio import atomic_path, write_text_atomic
 from ..models.preprocess import IMAGE_SUFFIXES, Preprocess, load_image, resize_center_crop
-from .dataset import FORMAT, SPLITS, shard_name
+from .dataset import FORMAT, SPLITS, TargetTransform, shard_name
 
 
 def list_images(source):
@@ -120,6 +120,7 @@ def extract_features(model, layer, images, output, *, size=None, batch=32, shard
         except Exception as e:  # a decoder library's own error on a damaged file: report, skip
             return p, None, f"{p}: unreadable image ({type(e).__name__}: {e})"
 
+    to_input = TargetTransform(pre, (3, *size)).to(device)  # built once: its mean may come from a file
     feature_shape = None
     try:
         for i in range(n_shards):
@@ -139,7 +140,7 @@ def extract_features(model, layer, images, output, *, size=None, batch=32, shard
                 if not good:
                     continue
                 px = torch.from_numpy(np.stack([g[1] for g in good])).to(device)
-                x = _network_input(px, pre)
+                x = to_input(px)
                 with torch.no_grad():
                     out = enc(x)
                 if isinstance(out, dict):
@@ -154,12 +155,7 @@ def extract_features(model, layer, images, output, *, size=None, batch=32, shard
                 feature_shape = list(f_arr.shape[1:])
             else:
                 f_arr, i_arr = np.zeros((0, *(feature_shape or [0])), feature_dtype), np.zeros((0, 3, *size), np.uint8)
-            for kind, arr in (("features", f_arr), ("images", i_arr)):
-                with atomic_path(os.path.join(output, shard_name(kind, i))) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.save(f, arr)
-            meta = {"count": len(kept), "paths": kept, "skipped": skipped, "feature_shape": list(f_arr.shape[1:])}
-            write_text_atomic(os.path.join(output, shard_name("shard", i)), json.dumps(meta))
+            _write_shard(output, i, f_arr, i_arr, kept, skipped)
     except KeyboardInterrupt:
         bar.close()
         tqdm.write(f"interrupted: finished shards are kept in {output}; run the same command again to resume")
@@ -170,10 +166,14 @@ def extract_features(model, layer, images, output, *, size=None, batch=32, shard
     return _write_index(output, model, layer, size, shard_size, feature_dtype, pre, n_shards, split, seed)
 
 
-def _network_input(pixels_u8, pre):
-    from .dataset import TargetTransform
-
-    return TargetTransform(pre, (3, *pixels_u8.shape[-2:])).to(pixels_u8.device)(pixels_u8)
+def _write_shard(output, i, features, images, paths, skipped):
+    """Shard ``i``: its two arrays, then its JSON (a shard is finished only when the JSON exists)."""
+    for kind, arr in (("features", features), ("images", images)):
+        with atomic_path(os.path.join(output, shard_name(kind, i))) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(arr))
+    meta = {"count": len(features), "paths": list(paths), "skipped": skipped, "feature_shape": list(features.shape[1:])}
+    write_text_atomic(os.path.join(output, shard_name("shard", i)), json.dumps(meta))
 
 
 def _write_index(output, model, layer, size, shard_size, feature_dtype, pre, n_shards, split, seed):
@@ -223,10 +223,5 @@ def write_store(output, features, images, *, layer="features", preprocess=None, 
     n_shards = (len(features) + shard_size - 1) // shard_size
     for i in range(n_shards):
         sl = slice(i * shard_size, (i + 1) * shard_size)
-        for kind, arr in (("features", features[sl]), ("images", images[sl])):
-            with atomic_path(os.path.join(output, shard_name(kind, i))) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, np.ascontiguousarray(arr))
-        meta = {"count": len(features[sl]), "paths": paths[sl], "skipped": [], "feature_shape": list(features.shape[1:])}
-        write_text_atomic(os.path.join(output, shard_name("shard", i)), json.dumps(meta))
+        _write_shard(output, i, features[sl], images[sl], paths[sl], [])
     return _write_index(output, None, layer, images.shape[2:], shard_size, str(features.dtype), pre, n_shards, split, seed)

@@ -74,8 +74,7 @@ def encode_images(encoder, layer, paths, size=None, device="cpu"):
     size = size or pre.input_size
     if not size:
         raise PreimageError("the model does not record its input size: pass --size H W")
-    x = torch.from_numpy(np.stack([pre.image_to_array(resize_center_crop(load_image(p), tuple(size))) for p in paths]))
-    x = x.to(device)
+    x = pre.load(paths, tuple(size)).to(device)
     with torch.no_grad():
         out = encoder(x)
     f = out[layer] if isinstance(out, dict) else out

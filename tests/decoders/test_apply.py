@@ -123,3 +123,21 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "x.pt" in r.output and "Traceback" not in r.output
     r = runner.invoke(cli, ["decoder", "train", str(tmp_path), "-o", str(tmp_path / "run")])
     assert r.exit_code == 2 and "not a feature store" in r.output
+
+
+def test_encode_images_at_a_size_other_than_the_models(encoder, image_dir):
+    """size wins over the model's input_size (the images were once resized a second time, to input_size)."""
+    from preimage.decoders.apply import encode_images
+
+    class Conv1Only(torch.nn.Module):  # the tiny encoder's fc only takes 32 x 32
+        preprocess = encoder.preprocess
+
+        def forward(self, x):
+            return {"conv1": encoder.pool(torch.relu(encoder.conv1(x)))}
+
+    paths = sorted(image_dir.iterdir())[:2]
+    x, f = encode_images(Conv1Only(), "conv1", paths, size=(24, 32))
+    assert tuple(x.shape) == (2, 3, 24, 32) and tuple(f.shape) == (2, 8, 12, 16)
+    rgb = load_image(paths[0]).astype(np.float64)[4:28]  # 32 x 32 centre-cropped to 24 x 32, no resize
+    ref = (rgb[..., ::-1] - np.array([104.0, 117.0, 123.0])).transpose(2, 0, 1)
+    np.testing.assert_allclose(x[0].numpy(), ref, atol=1e-4)

@@ -124,13 +124,15 @@ def _common(m, layers, cfg, feats):
     return info
 
 
-def invert(model, layers, images=None, *, preset="mahendran2016", seeds=1, iters=None, masks=None,
-           device="auto", overrides=None, batch_size=None, preprocess=None, size=None, progress=True):
-    """Reconstruct each image from each layer's features, for each seed (natural pre-images)."""
+def _from_images(kind, model, layers, images, preset, seeds, iters, masks, device, overrides, batch_size, preprocess,
+                 size, progress, caricature=False):
+    """invert and caricature: one sample per layer x image x seed, the target from the image's features."""
     m, layers, device, paths, x0 = _prepare(model, layers, images, device, preprocess, size)
     if x0 is None:
-        raise PreimageError("no images to invert (and no bundled samples found)")
+        raise PreimageError(f"no images to {kind} (and no bundled samples found)")
     cfg = _config(preset, overrides, iters=iters)
+    if caricature:
+        cfg = cfg.replace(objective="inner", init="image")
     feats = _features(m, x0)
     check_layers(m, feats, layers)
     seeds = _seeds(seeds)
@@ -141,33 +143,26 @@ def invert(model, layers, images=None, *, preset="mahendran2016", seeds=1, iters
         shape, C, T = info[layer]
         mask = mask_mod.combine(masks, shape) if masks else None
         for i, name in enumerate(names):
+            phi0 = feats[layer][i]
             for s in seeds:
-                samples.append(engine.Sample(layer, feats[layer][i], seed=s, mask=mask, C=C, T=T,
-                                             reference=feats[layer][i], info={"image": name}))
-    return _run_batches(m, "invert", cfg, samples, names, x0, layers, seeds, device, batch_size, progress)
+                samples.append(engine.Sample(layer, phi0.clamp_min(0) if caricature else phi0, seed=s, mask=mask, C=C,
+                                             T=T, init=x0[i].cpu() if caricature else None, reference=phi0,
+                                             info={"image": name}))
+    return _run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress)
+
+
+def invert(model, layers, images=None, *, preset="mahendran2016", seeds=1, iters=None, masks=None,
+           device="auto", overrides=None, batch_size=None, preprocess=None, size=None, progress=True):
+    """Reconstruct each image from each layer's features, for each seed (natural pre-images)."""
+    return _from_images("invert", model, layers, images, preset, seeds, iters, masks, device, overrides, batch_size,
+                        preprocess, size, progress)
 
 
 def caricature(model, layers, images=None, *, preset="mahendran2016", seeds=1, iters=None, masks=None,
                device="auto", overrides=None, batch_size=None, preprocess=None, size=None, progress=True):
     """Exaggerate what each layer sees: Phi0 = max(0, Phi(x0)), inner-product loss / ||Phi0||, start at x0."""
-    m, layers, device, paths, x0 = _prepare(model, layers, images, device, preprocess, size)
-    if x0 is None:
-        raise PreimageError("no images to caricature")
-    cfg = _config(preset, overrides, iters=iters).replace(objective="inner", init="image")
-    feats = _features(m, x0)
-    check_layers(m, feats, layers)
-    seeds = _seeds(seeds)
-    names = _image_names(paths)
-    info = _common(m, layers, cfg, feats)
-    samples = []
-    for layer in layers:
-        shape, C, T = info[layer]
-        mask = mask_mod.combine(masks, shape) if masks else None
-        for i, name in enumerate(names):
-            for s in seeds:
-                samples.append(engine.Sample(layer, feats[layer][i].clamp_min(0), seed=s, mask=mask, C=C, T=T,
-                                             init=x0[i].cpu(), reference=feats[layer][i], info={"image": name}))
-    return _run_batches(m, "caricature", cfg, samples, names, x0, layers, seeds, device, batch_size, progress)
+    return _from_images("caricature", model, layers, images, preset, seeds, iters, masks, device, overrides,
+                        batch_size, preprocess, size, progress, caricature=True)
 
 
 def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds=1, iters=None, device="auto",

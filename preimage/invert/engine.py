@@ -108,7 +108,7 @@ def optimize(features, samples, cfg, size, device="cpu", dtype=torch.float32, pr
         if any(m is not None for m in ms):
             mask = torch.stack([torch.ones(t.shape[1:]) if m is None else torch.broadcast_to(m, t.shape[1:])
                                 for m in ms]).to(device, dtype)
-        zs = [samples[order[p]].z for p in pos]
+        zs = [cfg.z if samples[order[p]].z is None else samples[order[p]].z for p in pos]  # --set z=...
         z = obj_mod.normaliser(cfg.objective, t, mask)
         if any(v is not None for v in zs):
             z = torch.where(torch.tensor([v is not None for v in zs], device=device),

@@ -109,3 +109,17 @@ def test_mahendran_C_rule():
     assert [presets.mahendran_C(n, unnamed) for n in "abcdef"] == [300, 300, 300, 300, 100, 100]
     assert presets.mahendran_C("conv2") == 300 and presets.mahendran_C("fc7") == 1
     assert presets.mahendran_C("fc5") == 20 and presets.mahendran_C("pool5") == 1
+
+
+def test_config_z_overrides_the_normaliser():
+    """--set z=VALUE divides the loss by VALUE instead of ||Phi0||^2 (the field was once read by nothing)."""
+    features, conv = _injective_conv()
+    with torch.no_grad():
+        t = conv(torch.randn(1, 3, 8, 8, dtype=torch.float64) * 50)[0]
+    first = {}
+    for z in (None, 2.0):
+        cfg = presets.get("mahendran2016", weights={}, jitter=False, iters=1, fine_iters=0, z=z)
+        res, _ = engine.optimize(features, [engine.Sample("c", t, seed=4)], cfg, (8, 8), dtype=torch.float64,
+                                 progress=False)
+        first[z] = res[0]["loss"][0]  # at the starting noise, the same for both runs
+    assert first[2.0] * 2.0 == pytest.approx(first[None] * float((t * t).sum()), rel=1e-9)

@@ -122,6 +122,7 @@ def optimize(features, samples, cfg, size, device="cpu", dtype=torch.float32, pr
     curves_L = torch.zeros(n, total, device=device, dtype=dtype)
     every = max(1, total // 50)
     seeds_of = [[samples[i].seed for i in idx] for _, idx in groups]
+    no_reg = [torch.zeros(len(idx), device=device, dtype=dtype) for _, idx in groups]  # sum()'s start, per group
 
     from tqdm.auto import tqdm
     bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False)
@@ -136,6 +137,9 @@ def optimize(features, samples, cfg, size, device="cpu", dtype=torch.float32, pr
                 canvases = [crop(c, None, H, W).contiguous() for c in canvases]
             opts = [make_optimizer(cfg.optimizer, cfg) for _ in canvases]
             jit = [Jitter(c.shape[-1] - W + 1, sd) for c, sd in zip(canvases, seeds_of)]
+            hws = [float(c.shape[-1] * c.shape[-2]) for c in canvases]  # the H W factor of each canvas's gradient
+            gains = [hw if cfg.grad_scale == "hw" else 1.0 for hw in hws]
+            rates = [hw if cfg.grad_scale == "rate" else 1.0 for hw in hws]
             for _ in range(iters):
                 for c in canvases:
                     c.requires_grad_(True)
@@ -145,18 +149,15 @@ def optimize(features, samples, cfg, size, device="cpu", dtype=torch.float32, pr
                 for layer, (pos, t, mask, z, C) in targets.items():
                     phi = feats[layer].index_select(0, pos) if len(pos) != n else feats[layer]
                     loss = loss.index_add(0, pos, C * objective(phi, t, mask, z))
-                reg = torch.cat([sum((w * fn(c, **kw) for fn, w, kw in regs),
-                                     torch.zeros(c.shape[0], device=device, dtype=dtype)) for c in canvases])
+                reg = torch.cat([sum((w * fn(c, **kw) for fn, w, kw in regs), z0) for c, z0 in zip(canvases, no_reg)])
                 energy = loss + reg
                 grads = torch.autograd.grad(energy.sum(), canvases)
                 with torch.no_grad():
                     curves_E[:, step] = energy.detach()
                     curves_L[:, step] = loss.detach()
-                    for c, g, opt in zip(canvases, grads, opts):
+                    for c, g, opt, gain, rate in zip(canvases, grads, opts, gains, rates):
                         c.requires_grad_(False)
-                        hw = float(c.shape[-1] * c.shape[-2])
-                        gain = hw if cfg.grad_scale == "hw" else 1.0
-                        opt.step(c, g, scale, rate=hw if cfg.grad_scale == "rate" else 1.0, gain=gain)
+                        opt.step(c, g, scale, rate=rate, gain=gain)
                         for hook in hooks:
                             hook(c, g, cfg)
                 step += 1

@@ -79,6 +79,15 @@ def _upconv_stack(channels, in_channels, kernel=5, slope=0.2, last_act=False):
     return layers
 
 
+def _fc_stack(in_dim, sizes, slope):
+    """Fully connected layers of the given sizes, each followed by a leaky ReLU."""
+    layers = []
+    for dout in sizes:
+        layers += [nn.Linear(in_dim, dout), nn.LeakyReLU(slope)]
+        in_dim = dout
+    return layers
+
+
 def _check(cond, message):
     if not cond:
         raise PreimageError(message)
@@ -114,12 +123,7 @@ class AlexNetFC8Decoder(nn.Module):
 
     def __init__(self, in_dim, image_size, fcs=(4096, 4096, 4096), start=(256, 4, 4), ups=(256, 128, 64, 32, 3), slope=0.2):
         super().__init__()
-        layers, d = [], in_dim
-        for dout in fcs:
-            layers += [nn.Linear(d, dout), nn.LeakyReLU(slope)]
-            d = dout
-        layers += [nn.Linear(d, math.prod(start)), nn.LeakyReLU(slope)]
-        self.fc = nn.Sequential(*layers)
+        self.fc = nn.Sequential(*_fc_stack(in_dim, list(fcs) + [math.prod(start)], slope))
         self.start = tuple(start)
         self.up = nn.Sequential(*_upconv_stack(ups, start[0], kernel=5, slope=slope))
         self.resize = ResizeTo(image_size)
@@ -276,12 +280,7 @@ class DeePSiMGenerator(nn.Module):
 
     def __init__(self, in_dim, image_size, fcs=(4096, 4096, 4096), start=(256, 4, 4), ups=(256, 256, 128, 64, 32, 3), slope=0.3):
         super().__init__()
-        layers, d = [], in_dim
-        for dout in fcs:
-            layers += [nn.Linear(d, dout), nn.LeakyReLU(slope)]
-            d = dout
-        layers += [nn.Linear(d, math.prod(start)), nn.LeakyReLU(slope)]
-        self.fc = nn.Sequential(*layers)
+        self.fc = nn.Sequential(*_fc_stack(in_dim, list(fcs) + [math.prod(start)], slope))
         self.start = tuple(start)
         up, c = [], start[0]
         for i, cout in enumerate(ups):

@@ -1,5 +1,4 @@
 """Torch7 .t7 model -> PyTorch module, PyTorch checkpoint or ONNX: the API behind ``preimage convert torch7``."""
-import hashlib
 import io
 import json
 import warnings
@@ -8,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ...errors import PreimageError, UnsupportedError
-from ...fileio import write_bytes_atomic
+from ...fileio import sha256_file, write_bytes_atomic
 from .build import build, load_checkpoint, save_checkpoint
 from .nn import convert_module
 from .reader import read_t7
@@ -53,14 +52,6 @@ def load_t7_model(path, *, key=None, dtype=torch.float32, device="cpu", **read_o
     return build(t7_to_node(path, key=key, **read_options), dtype=dtype, device=device)
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _flatten(out):
     if isinstance(out, (list, tuple)):
         return [t for o in out for t in _flatten(o)]
@@ -81,7 +72,7 @@ def convert_torch7(model, output=None, *, input_shape=None, dtype="float32", key
     torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     node = t7_to_node(model, key=key, **read_options)
     module = build(node, dtype=torch_dtype)
-    source = {"files": {model.name: _sha256(model)}, "converter": "preimage.converters.torch7"}
+    source = {"files": {model.name: sha256_file(model)}, "converter": "preimage.converters.torch7"}
     if output is None:
         return module
     output = Path(output)

@@ -24,6 +24,9 @@ import time
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _flops import forward_flops  # noqa: E402
+
 
 def alexnet_features(layers, device):
     from preimage.converters.caffe.convert import convert_caffe
@@ -38,23 +41,6 @@ def alexnet_features(layers, device):
             f.write(alexnet())
         model = convert_caffe(proto, None, random_weights=True, seed=0)
     return model, load_features(model, outputs=layers, device=device)
-
-
-def forward_gflops(fx, layer, device):
-    total = []
-
-    def hook(m, inp, out):
-        if isinstance(m, torch.nn.Conv2d):
-            total.append(2 * out[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1])
-        elif isinstance(m, torch.nn.Linear):
-            total.append(2 * m.in_features * m.out_features)
-
-    hs = [m.register_forward_hook(hook) for m in fx.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad():
-        fx(torch.zeros(1, 3, 227, 227, device=device))
-    for h in hs:
-        h.remove()
-    return sum(total) / 1e9
 
 
 def gemm_gflops(device, n=2048, reps=5):
@@ -202,7 +188,7 @@ def main():
     last = None
     for layer in args.layers:
         fx = load_features(onnx_model, outputs=[layer], device=device)
-        gf = 2 * forward_gflops(fx, layer, device)
+        gf = 2 * forward_flops(fx, torch.zeros(1, 3, 227, 227, device=device)) / 1e9
         floor = args.gflops / gf
         naive = naive_rate(onnx_model, layer, args.naive_steps, device)
         for b in args.batches:

@@ -23,6 +23,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _flops import forward_flops  # noqa: E402
 from _handwritten_alexnet import HandwrittenAlexNet  # noqa: E402
 
 
@@ -41,25 +42,6 @@ def converted_alexnet(folder):
     out = os.path.join(folder, "alexnet.onnx")
     convert_caffe(proto, weights, out)
     return out
-
-
-def forward_flops(net, x, upto):
-    """FLOPs of one forward pass per image (multiply-adds x 2) of the conv and linear layers up to ``upto``."""
-    total = []
-
-    def hook(m, inp, out):
-        if isinstance(m, torch.nn.Conv2d):
-            k = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-            total.append(2 * out[0].numel() * k)
-        elif isinstance(m, torch.nn.Linear):
-            total.append(2 * m.in_features * m.out_features)
-
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad():
-        net(x[:1], upto=upto)
-    for h in handles:
-        h.remove()
-    return sum(total)
 
 
 def step(fn, x, R):
@@ -127,7 +109,7 @@ def main(argv=None):
                 tl.append(timed(lrn_fn, x, R, device))
             mc, mh, ml = (1000 * statistics.median(t) / batch for t in (tc, th, tl))
             best = {k: 1000 * min(t) / batch for k, t in (("converted", tc), ("handwritten", th), ("fused_lrn", tl))}
-            floor = 1000 * 2 * forward_flops(hand, x, layer) / (args.gflops * 1e9)
+            floor = 1000 * 2 * forward_flops(hand, x, upto=layer) / (args.gflops * 1e9)
             rows.append(dict(layer=layer, batch=batch, converted_ms=mc, handwritten_ms=mh, ratio=mc / mh,
                              handwritten_fused_lrn_ms=ml, ratio_to_fused_lrn=mc / ml,
                              floor_ms=floor, ratio_to_floor=mc / floor, handwritten_to_floor=mh / floor,

@@ -4,6 +4,7 @@ import json
 import click
 
 from ..errors import PreimageError
+from .model_path import model_path
 
 CTX = {"help_option_names": ["-h", "--help"]}
 DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True,
@@ -37,7 +38,7 @@ def decoder():
 
 
 @decoder.command(context_settings=CTX)
-@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False),
+@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False), callback=model_path,
               help="The encoder: a converted .onnx (or a .prototxt with its .caffemodel beside it).")
 @click.option("--layer", "-l", required=True, help="Layer (or blob) whose features to store, e.g. fc8, conv5, pool5.")
 @click.option("--images", "-i", required=True, type=click.Path(exists=True),
@@ -92,7 +93,7 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
 @click.option("--ckpt-every", type=int, default=None, help="[default: 1000]")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--amp", type=click.Choice(["auto", "on", "off"]), default=None, help="Mixed precision (auto: on CUDA).")
-@click.option("--model", "-m", type=click.Path(dir_okay=False), default=None,
+@click.option("--model", "-m", type=click.Path(dir_okay=False), default=None, callback=model_path,
               help="The encoder (for mirror's geometry and deepsim's feature loss).")
 @click.option("--feature-layer", default=None, help="deepsim: encoder layer of the feature loss (e.g. pool5).")
 @click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
@@ -128,7 +129,7 @@ def train(features, arch, output, batch, iters, lr, lr_steps, lr_gamma, width, l
 @click.option("--decoder", "-d", "decoder_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="checkpoint.pt from 'decoder train', or an imported decoder: Caffe .prototxt (+ .caffemodel), "
                    "Torch7 .t7 (or its converted .pt), .onnx.")
-@click.option("--model", "-m", type=click.Path(dir_okay=False), default=None,
+@click.option("--model", "-m", type=click.Path(dir_okay=False), default=None, callback=model_path,
               help="The encoder (default: the one the decoder was trained on).")
 @click.option("--layer", "-l", default=None, help="The encoder layer (default: the decoder's).")
 @click.option("--output", "-o", default="decoded", show_default=True, type=click.Path(file_okay=False))

@@ -1,21 +1,23 @@
 """``preimage invert``, ``maximize`` and ``caricature``: thin click layers over :mod:`preimage.invert.api`."""
 import click
 
+from .model_path import model_path
+
 
 def _common(f):
     opts = [
-        click.option("--model", "-m", required=True, help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
+        click.option("--model", "-m", required=True, callback=model_path, help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
         click.option("--layer", "-l", "layers", multiple=True, required=True, help="Layer (or blob) to use; repeat for several."),
         click.option("--preset", default="mahendran2016", show_default=True, type=click.Choice(["mahendran2016", "posenet2016"]),
                      help="Published method whose constants to use."),
-        click.option("--seeds", default=1, show_default=True, type=int, help="Random starts per image (different pre-images)."),
-        click.option("--iters", type=int, help="Iterations with jitter (preset: 300); then --set fine_iters=N at 0.1x rate."),
+        click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Random starts per image (different pre-images)."),
+        click.option("--iters", type=click.IntRange(min=0), help="Iterations with jitter (preset: 300); then --set fine_iters=N at 0.1x rate."),
         click.option("--C", "C", type=float, help="Loss weight C (default: per layer, as in the paper)."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any preset parameter, e.g. --set B=100 --set eta0=200 --set jitter=false "
                           "--set weight.tv=0.5 --set fine_iters=0 (see docs/invert.md for the list)."),
-        click.option("--batch-size", type=int, help="Samples optimised together (default: all in one batch)."),
-        click.option("--size", nargs=2, type=int, metavar="H W", help="Input size when the model does not declare one."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Samples optimised together (default: all in one batch)."),
+        click.option("--size", nargs=2, type=click.IntRange(min=1), metavar="H W", help="Input size when the model does not declare one."),
         click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto."),
         click.option("--out", "-o", "out", type=click.Path(file_okay=False), help="Output folder."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),

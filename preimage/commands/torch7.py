@@ -12,6 +12,14 @@ def _long_size(v):
     return None if v == "auto" else int(v)
 
 
+def _not_caffe(ctx, param, value):
+    """A Caffe file passed to a Torch7 command would be misread as a damaged .t7: name the right command."""
+    if value is not None and value.suffix.lower() in (".caffemodel", ".prototxt"):
+        raise PreimageError("this is a Caffe file, not Torch7: use 'preimage convert caffe NET.prototxt' "
+                            "(then 'preimage layers NET.onnx')", path=value)
+    return value
+
+
 def _shape(ctx, param, value):
     if value is None:
         return None
@@ -25,7 +33,7 @@ def _shape(ctx, param, value):
 
 
 @click.command("torch7")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path), callback=_not_caffe)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="MODEL.onnx (needs --input-shape) or MODEL.pt (PyTorch checkpoint). Default: MODEL.onnx beside MODEL.t7.")
 @click.option("--input-shape", callback=_shape, metavar="N,C,H,W",
@@ -54,10 +62,11 @@ def convert_torch7(model, output, input_shape, dtype, key, long_size, opset, sta
       net = load_checkpoint("net.pt")          # eval mode, same forward as in Lua
     Or skip the file: preimage.converters.torch7.load_t7_model("net.t7").
     """
-    from ..converters.torch7.convert import convert_torch7 as convert
+    from ..converters.torch7.convert import convert_torch7 as convert, t7_to_node
 
     output = output or model.with_suffix(".onnx")
     if output.suffix == ".onnx" and not input_shape:
+        t7_to_node(model, key=key, long_size=_long_size(long_size))  # a file that is no nn model: say that first
         raise PreimageError("ONNX export needs --input-shape N,C,H,W (a .t7 file does not store it), "
                             f"or write a PyTorch checkpoint with -o {model.with_suffix('.pt').name}", path=model)
     module = convert(model, output, input_shape=input_shape, dtype=dtype, key=key, opset=opset,
@@ -88,7 +97,7 @@ def _check_onnx(module, path, shape):
 
 
 @click.command("inspect")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path), callback=_not_caffe)
 @click.option("--depth", type=int, default=None, help="Show at most this many levels.")
 @click.option("--max-items", type=int, default=50, show_default=True, help="Entries shown per table.")
 @click.option("--buffers/--no-buffers", default=False, show_default=True,

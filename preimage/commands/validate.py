@@ -1,9 +1,11 @@
 """``preimage validate``: thin click layer over :func:`preimage.converters.validate.validate`."""
 import click
 
+from .model_path import model_path
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False),
+@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False), callback=model_path,
               help="Converted .onnx (or a .prototxt with its .caffemodel beside it, converted on the fly).")
 @click.option("--reference", "-r", required=True, type=click.Path(),
               help="Reference activations: .npz, .npy, or a folder of .npy files (pycaffe dump).")
@@ -40,7 +42,16 @@ def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, gr
       preimage validate -m alexnet.onnx -r blobs.npz --grads grads.npz --json report.json
       preimage validate -m net.prototxt -r dump/ --input cat.jpg      # folder of .npy, image input
     """
+    import os
+
     from ..converters.validate import validate as run, write_json
+    from ..errors import PreimageError
+
+    for path, what, kinds in ((reference, "--reference", (".npz", ".npy")), (grads, "--grads", (".npz",))):
+        if path and os.path.isfile(path) and os.path.splitext(path)[1].lower() not in kinds:
+            expected = "an .npz, an .npy or a folder of .npy files" if what == "--reference" else "an .npz"
+            raise PreimageError(f"{what} expects arrays: {expected} (a pycaffe dump), not a "
+                                f"{os.path.splitext(path)[1] or 'extension-less'} file", path=path)
 
     report = run(model, reference, input=input_, grads=grads, keys=keys, backend=backend, rtol=rtol,
                  grad_rtol=grad_rtol, device=device, decisions=grad_decisions)

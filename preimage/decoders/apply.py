@@ -75,8 +75,14 @@ def encode_images(encoder, layer, paths, size=None, device="cpu"):
     if not size:
         raise PreimageError("the model does not record its input size: pass --size H W")
     x = pre.load(paths, tuple(size)).to(device)
-    with torch.no_grad():
-        out = encoder(x)
+    try:
+        with torch.no_grad():
+            out = encoder(x)
+    except RuntimeError as e:  # a decoder trained on another model's images: its size does not fit this one
+        if isinstance(e, torch.OutOfMemoryError):
+            raise
+        raise PreimageError(f"the model does not run on {size[0]}x{size[1]} images ({str(e).splitlines()[0]}): "
+                            "pass the model and layer the decoder was trained on (--model, --layer)") from None
     f = out[layer] if isinstance(out, dict) else out
     return x, f
 
@@ -125,6 +131,11 @@ def apply_decoder(decoder, images, output_dir, *, model=None, layer=None, experi
         # decoder's output size says nothing about the encoder's input: use the encoder's own
         size = size or (None if imported or not dec.image_shape else dec.image_shape[1:])
         x, feats = encode_images(enc, layer, images, size=size, device=device)
+        if dec.feature_shape and feats[0].numel() != int(np.prod(dec.feature_shape)):
+            shape = "x".join(map(str, feats.shape[1:]))
+            raise PreimageError(f"{os.path.basename(os.fspath(model))} {layer} gives {shape} features, the decoder "
+                                f"takes {'x'.join(map(str, dec.feature_shape))}: pass the model and layer it was "
+                                "trained on (--model, --layer)")
         if imported and not dec.preprocess.to_metadata().get("input_size"):
             dec.preprocess = getattr(enc, "preprocess", None) or dec.preprocess  # the encoder's pictures
         originals = [np.clip(load_image(p), 0, 255).astype(np.uint8) for p in images]

@@ -88,6 +88,8 @@ def extract_features(model, layer, images, output, *, size=None, batch=32, shard
     size = tuple(size or pre.input_size or ())
     if len(size) != 2:
         raise PreimageError("the model does not record its input size: pass --size H W")
+    if pre.input_size and tuple(pre.input_size) != size:
+        _check_size(enc, pre, size, device)  # before anything is written
     paths = list(images) if isinstance(images, (list, tuple)) else list_images(images)
     paths = [os.fspath(p) for p in paths]
     output = os.fspath(output)
@@ -164,6 +166,20 @@ def extract_features(model, layer, images, output, *, size=None, batch=32, shard
         pool.shutdown(wait=False, cancel_futures=True)
     bar.close()
     return _write_index(output, model, layer, size, shard_size, feature_dtype, pre, n_shards, split, seed)
+
+
+def _check_size(enc, pre, size, device):
+    """One forward pass on a blank image: a --size the model's layers cannot take is one clear line."""
+    x = TargetTransform(pre, (3, *size)).to(device)(torch.zeros(1, 3, *size, dtype=torch.uint8, device=device))
+    try:
+        with torch.no_grad():
+            enc(x)
+    except RuntimeError as e:
+        if isinstance(e, torch.OutOfMemoryError):
+            raise
+        raise PreimageError(f"the model does not run on {size[0]}x{size[1]} inputs ({str(e).splitlines()[0]}); "
+                            f"leave out --size to use its own {pre.input_size[0]}x{pre.input_size[1]}",
+                            where="--size") from None
 
 
 def _write_shard(output, i, features, images, paths, skipped):

@@ -86,7 +86,14 @@ def _features(m, x, batch=16):
     out = {}
     with torch.no_grad():
         for i in range(0, x.shape[0], batch):
-            f = m.features(x[i:i + batch])
+            try:
+                f = m.features(x[i:i + batch])
+            except RuntimeError as e:  # e.g. a --size the model's fc layers cannot take
+                if isinstance(e, torch.OutOfMemoryError):
+                    raise
+                h, w = x.shape[-2:]
+                raise PreimageError(f"the model does not run on {h}x{w} inputs ({str(e).splitlines()[0]}); "
+                                    "use the model's own input size (leave out --size)", where="--size") from None
             for k, v in f.items():
                 out.setdefault(k, []).append(v)
     return {k: torch.cat(v) for k, v in out.items()}

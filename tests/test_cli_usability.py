@@ -1,0 +1,143 @@
+"""Mistakes users really make get one clear line and exit status 2 (no traceback, no half-written output)."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from preimage.cli import cli
+from preimage.errors import PreimageError
+from preimage.models import samples
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A quarter-width PoseNet at 61x61: prototxt, caffemodel and converted .onnx side by side."""
+    from preimage.converters.caffe.convert import convert_caffe
+    from preimage.converters.caffe.writer import write_caffemodel
+    from preimage.models import architectures
+
+    d = tmp_path_factory.mktemp("usability")
+    proto = d / "posenet.prototxt"
+    proto.write_text(architectures.posenet(width=0.25, input_size=61))
+    write_caffemodel(str(d / "posenet.caffemodel"), str(proto))
+    convert_caffe(str(proto), str(d / "posenet.caffemodel"), str(d / "posenet.onnx"))
+    return d
+
+
+def _fails(args, *needles):
+    """The command exits 2 with a one-line 'Error: ...' holding every needle, and no traceback."""
+    r = CliRunner().invoke(cli, [str(a) for a in args])
+    assert r.exit_code == 2, r.output
+    assert isinstance(r.exception, SystemExit), r.exception  # click's usage/user error, not a crash
+    assert "Traceback" not in r.output
+    lines = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, r.output
+    for n in needles:
+        assert n in lines[0], r.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("cmd", [
+    ["invert", "-l", "fc5"],
+    ["validate", "-r", "blobs.npz"],
+    ["decoder", "extract", "-l", "fc5", "-i", ".", "-o", "feats"],
+])
+def test_caffemodel_given_as_model_names_the_prototxt(tiny, cmd, tmp_path):
+    # before: "no layer or blob named 'fc5'; available: " (an empty list): the weights file read as ONNX
+    args = cmd[:1] if cmd[0] != "decoder" else cmd[:2]
+    args = args + ["-m", tiny / "posenet.caffemodel"] + cmd[len(args):]
+    _fails(args, "posenet.caffemodel", "holds only the weights", "posenet.prototxt")
+    assert not (tmp_path / "feats").exists()
+
+
+def test_t7_given_as_model_says_convert_first(tiny):
+    _fails(["invert", "-m", tiny / "net.t7", "-l", "fc5"], "net.t7", "preimage convert torch7")
+
+
+def test_misspelt_device_is_one_line(tiny, tmp_path):
+    # before: torch's RuntimeError traceback listing two dozen backends
+    _fails(["invert", "-m", tiny / "posenet.onnx", "-l", "fc5", "--device", "gpu", "-o", tmp_path / "o"],
+           "--device", "'gpu'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_resolve_device_rejects_a_bad_string():
+    from preimage.device import resolve_device
+
+    with pytest.raises(PreimageError, match="expected cpu, cuda"):
+        resolve_device("gpu")
+
+
+@pytest.mark.parametrize("opt", [["--seeds", "0"], ["--iters", "-3"], ["--batch-size", "0"]])
+def test_invert_rejects_nonsense_counts(tiny, opt, tmp_path):
+    # before: --seeds 0 was a ZeroDivision-style ValueError, --iters -3 an IndexError, both tracebacks
+    _fails(["invert", "-m", tiny / "posenet.onnx", "-l", "fc5", "-o", tmp_path / "o"] + opt, opt[0])
+    assert not (tmp_path / "o").exists()
+
+
+def test_invert_size_the_model_cannot_take(tiny, tmp_path):
+    # before: "mat1 and mat2 shapes cannot be multiplied" traceback from the fc layer
+    _fails(["invert", "-m", tiny / "posenet.onnx", "-l", "fc5", "--size", "33", "33", "--iters", "1", "-q",
+            "-o", tmp_path / "o", samples.paths()[0]], "--size", "33x33")
+    assert not (tmp_path / "o").exists()
+
+
+def test_extract_size_the_model_cannot_take_writes_nothing(tiny, tmp_path):
+    # before: a traceback, and an output folder holding only sources.txt
+    img = tmp_path / "imgs"
+    img.mkdir()
+    for p in samples.paths()[:1]:
+        (img / os.path.basename(p)).write_bytes(open(p, "rb").read())
+    _fails(["decoder", "extract", "-m", tiny / "posenet.onnx", "-l", "fc5", "-i", img, "--size", "33", "33",
+            "--device", "cpu", "-o", tmp_path / "feats"], "--size", "33x33", "61x61")
+    assert not (tmp_path / "feats").exists()
+
+
+def _decoder(feature_shape, size):
+    from preimage.decoders.apply import Decoder
+
+    n = int(np.prod(feature_shape))
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(n, 3 * size * size),
+                              torch.nn.Unflatten(1, (3, size, size)))
+    return Decoder(net, feature_shape, (3, size, size), {"input_size": [size, size]})
+
+
+def test_apply_decoder_of_another_layer(tiny, tmp_path):
+    from preimage.decoders.apply import apply_decoder
+
+    with pytest.raises(PreimageError, match="the decoder takes 7"):
+        apply_decoder(_decoder((7,), 61), samples.paths()[:1], tmp_path / "out", model=str(tiny / "posenet.onnx"),
+                      layer="fc5")
+    assert not (tmp_path / "out").exists()
+
+
+def test_apply_decoder_of_another_models_image_size(tiny, tmp_path):
+    from preimage.decoders.apply import apply_decoder
+
+    # before: the encoder's fc layer raised a shape traceback at the decoder's 40x40 image size
+    with pytest.raises(PreimageError, match="does not run on 40x40"):
+        apply_decoder(_decoder((7,), 40), samples.paths()[:1], tmp_path / "out", model=str(tiny / "posenet.onnx"),
+                      layer="fc5")
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_image_as_reference(tiny):
+    # before: numpy's "contains pickled (object) data ... allow_pickle" advice
+    _fails(["validate", "-m", tiny / "posenet.onnx", "-r", samples.paths()[0]], "--reference expects arrays",
+           ".jpg")
+
+
+def test_caffe_file_given_to_torch7_commands(tiny):
+    _fails(["inspect", tiny / "posenet.prototxt"], "posenet.prototxt", "preimage convert caffe")
+    _fails(["convert", "torch7", tiny / "posenet.caffemodel", "-o", tiny / "x.pt"], "preimage convert caffe")
+    assert not (tiny / "x.pt").exists()
+
+
+def test_torch7_non_model_is_reported_before_asking_for_a_shape(torch7_corpus, tmp_path):
+    # before: "ONNX export needs --input-shape" for a file that holds no nn module at all
+    line = _fails(["convert", "torch7", torch7_corpus / "real" / "function.t7", "-o", tmp_path / "f.onnx"],
+                  "function.t7", "expected an nn module")
+    assert "--input-shape" not in line
+    assert not (tmp_path / "f.onnx").exists()

@@ -14,6 +14,7 @@ The metadata (a JSON object written by the converters) may hold:
 
 Network input = (pixel * raw_scale / 255 - mean) * scale, channels reordered to ``channel_order``.
 """
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -119,11 +120,9 @@ class Preprocess:
             path = self.mean_file
             if self.base_dir and not os.path.isabs(path):
                 path = os.path.join(self.base_dir, path)
-            m = load_mean_file(path)
-            if size is not None and tuple(m.shape[1:]) != tuple(size):
-                m = resize_center_crop(m.transpose(1, 2, 0), size)
-                m = m.transpose(2, 0, 1) if m.ndim == 3 else m[None]
-            return m.astype(np.float32)
+            path = os.fspath(path)
+            stamp = os.stat(path).st_mtime_ns if os.path.isfile(path) else None
+            return _sized_mean(path, stamp, None if size is None else tuple(size)).copy()
         if self.mean is not None:
             return np.asarray(self.mean, dtype=np.float32).reshape(-1, 1, 1)
         return np.zeros((1, 1, 1), np.float32)
@@ -157,6 +156,16 @@ class Preprocess:
         """N x C x H x W tensor/array -> list of H x W x 3 RGB uint8 images."""
         x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
         return [np.clip(self.array_to_image(xi), 0, 255).round().astype(np.uint8) for xi in x]
+
+
+@functools.lru_cache(maxsize=8)
+def _sized_mean(path, stamp, size):
+    """The mean image at ``size``, read once per file version (``stamp``), not once per image."""
+    m = load_mean_file(path)
+    if size is not None and tuple(m.shape[1:]) != size:
+        m = resize_center_crop(m.transpose(1, 2, 0), size)
+        m = m.transpose(2, 0, 1) if m.ndim == 3 else m[None]
+    return m.astype(np.float32)
 
 
 def load_mean_file(path):

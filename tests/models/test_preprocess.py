@@ -31,3 +31,22 @@ def test_image_files(tmp_path):
 
     with pytest.raises(PreimageError, match="bad.jpg"):
         load_image(bad)
+
+
+def test_mean_file_per_pixel_and_read_once(tmp_path, monkeypatch):
+    """A .npy mean image is subtracted pixel by pixel (centre-cropped to the input) and read once, not per image."""
+    import preimage.models.preprocess as P
+
+    mean = np.random.default_rng(1).uniform(0, 255, (3, 6, 8)).astype(np.float32)  # BGR, C x H x W
+    np.save(tmp_path / "mean.npy", mean)
+    reads = []
+    real = P.load_mean_file
+    monkeypatch.setattr(P, "load_mean_file", lambda path: reads.append(path) or real(path))
+    p = Preprocess(channel_order="BGR", mean_file="mean.npy", base_dir=str(tmp_path), input_size=[6, 6])
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        rgb = rng.uniform(0, 255, (6, 6, 3)).astype(np.float32)
+        x = p.image_to_array(rgb)
+        np.testing.assert_allclose(x, rgb[..., ::-1].transpose(2, 0, 1) - mean[:, :, 1:7], rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(p.array_to_image(x), rgb, rtol=1e-5, atol=1e-3)
+    assert len(reads) == 1

@@ -103,7 +103,16 @@ def cli():
 
 @cli.group(cls=LazyGroup, lazy=CONVERT_COMMANDS)
 def convert():
-    """Convert a legacy model (Caffe or Torch7) to ONNX."""
+    """Convert a legacy model (Caffe or Torch7) to ONNX.
+
+    \b
+    Examples:
+      preimage convert caffe alexnet.prototxt                 # weights from alexnet.caffemodel -> alexnet.onnx
+      preimage convert torch7 decoder.t7 --input-shape 1,256,6,6
+      preimage convert torch7 net.t7 -o net.pt                # a PyTorch checkpoint instead
+
+    Run 'preimage convert caffe --help' or 'preimage convert torch7 --help' for the options.
+    """
 
 
 def main(argv=None):

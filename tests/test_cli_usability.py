@@ -141,3 +141,20 @@ def test_torch7_non_model_is_reported_before_asking_for_a_shape(torch7_corpus, t
                   "function.t7", "expected an nn module")
     assert "--input-shape" not in line
     assert not (tmp_path / "f.onnx").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--device", "gpu"], "--device"),
+    (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "gpu"], "--device"),
+    (["NOTHERE.jpg"], "NOTHERE.jpg"),
+    (["--seeds", "0"], "--seeds"),
+])
+def test_demo_checks_its_arguments_before_working(args, needle, tmp_path):
+    # before: the device and the images were looked at only after models were written and validated
+    _fails(["demo", "--quick", "-q", "-o", tmp_path / "d"] + args, needle)
+    assert not (tmp_path / "d").exists()
+
+
+def test_convert_group_help_has_examples():
+    r = CliRunner().invoke(cli, ["convert", "--help"])
+    assert r.exit_code == 0 and "preimage convert caffe" in r.output and "preimage convert torch7" in r.output

@@ -6,9 +6,9 @@ import click
 @click.option("--out", "-o", "out", default="preimage-demo", show_default=True, type=click.Path(file_okay=False),
               help="Output folder (models, reconstructions, report).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
-@click.option("--iters", type=int, help="Iterations with jitter (default 300; 4 with --quick).")
-@click.option("--fine-iters", type=int, help="Final iterations at 0.1x rate without jitter (default 50).")
-@click.option("--seeds", default=1, show_default=True, type=int, help="Random starts per image.")
+@click.option("--iters", type=click.IntRange(min=0), help="Iterations with jitter (default 300; 4 with --quick).")
+@click.option("--fine-iters", type=click.IntRange(min=0), help="Final iterations at 0.1x rate without jitter (default 50).")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Random starts per image.")
 @click.option("--quick", is_flag=True, help="Tiny models and a few iterations: a smoke test in seconds.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))

@@ -116,6 +116,12 @@ def run_demo(out_dir="preimage-demo", *, quick=False, device="auto", iters=None,
     # the paper's full schedule: about 40 s on two idle CPU cores with AlexNet at 1/4 width
     iters = iters if iters is not None else (4 if quick else 300)
     fine_iters = fine_iters if fine_iters is not None else (1 if quick else 50)
+    from ..device import resolve_device
+    from .preprocess import load_image
+
+    resolve_device(device)  # a bad --device or image is reported before minutes of work, not after
+    for p in images:
+        load_image(p)
     os.makedirs(out_dir, exist_ok=True)
     models_dir = os.path.join(out_dir, "models")
 

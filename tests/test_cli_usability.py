@@ -158,3 +158,10 @@ def test_demo_checks_its_arguments_before_working(args, needle, tmp_path):
 def test_convert_group_help_has_examples():
     r = CliRunner().invoke(cli, ["convert", "--help"])
     assert r.exit_code == 0 and "preimage convert caffe" in r.output and "preimage convert torch7" in r.output
+
+
+def test_maximize_prints_what_each_unit_reached(tiny, tmp_path):
+    r = CliRunner().invoke(cli, ["maximize", "-m", str(tiny / "posenet.onnx"), "-l", "fc5", "-u", "3", "-u", "4",
+                                 "--iters", "1", "--set", "fine_iters=0", "-q", "-o", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    assert "fc5 unit 3 seed 0: activation" in r.output and "fc5 unit 4 seed 0: activation" in r.output

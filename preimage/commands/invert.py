@@ -49,6 +49,10 @@ def _finish(run, out, default_out):
         err = s["mean_normalized_error"]
         if err is not None:
             click.echo(f"{layer}: mean normalised error {err:.4f} over {s['count']} result(s)")
+    for r in run.results:  # maximize: what each unit reached, beside its typical maximum M
+        if r.get("unit") is not None and r.get("activation") is not None:
+            click.echo(f"{r['layer']} unit {r['unit']} seed {r['seed']}: activation {r['activation']:.4g} "
+                       f"(M = {r.get('M', float('nan')):.4g}, its largest value on the natural images)")
     click.echo(f"Report: {index}")
     if run.interrupted:
         click.echo("Interrupted: wrote the results so far.", err=True)

@@ -48,18 +48,17 @@ def load_decoder(path, device="cpu", **overrides):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise PreimageError("no such decoder file", path=path)
-    from .imports import import_decoder, is_training_checkpoint
+    from .imports import import_decoder, read_torch_file
+    from .train import CHECKPOINT_FORMAT
 
-    if is_training_checkpoint(path):
-        from .train import load_checkpoint
-
-        ck = load_checkpoint(path)
+    ck = read_torch_file(path)  # once: a training checkpoint can hold a gigabyte of weights and optimiser state
+    if isinstance(ck, dict) and ck.get("format") == CHECKPOINT_FORMAT:
         net = build_decoder(ck["arch"], ck["feature_shape"], ck["image_shape"], **ck["arch_options"])
         net.load_state_dict(ck["model"])
         dec = Decoder(net, ck["feature_shape"], ck["image_shape"], ck["preprocess"], ck.get("layer"), ck.get("model_path"),
                       source={"checkpoint": os.path.abspath(path), "iter": ck["iter"]})
     else:
-        dec = import_decoder(path, **overrides)
+        dec = import_decoder(path, loaded=ck, **overrides)
     for k in ("layer", "model_path"):
         if overrides.get(k):
             setattr(dec, k, overrides[k])

@@ -24,23 +24,19 @@ def register(*suffixes):
     return deco
 
 
-def _load_weights_only(path):
+def read_torch_file(path):
+    """A .pt / .pth / .ckpt file loaded with ``weights_only`` (None for other files, or one torch cannot load
+    safely: the caller says what was expected). Loaded once and handed on: checkpoints can be large."""
+    if not path.endswith((".pt", ".pth", ".ckpt")):
+        return None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not a torch file, or not one we can load safely: the caller says what was expected
+    except Exception:
         return None
 
 
-def is_training_checkpoint(path):
-    from .train import CHECKPOINT_FORMAT
-
-    if not path.endswith((".pt", ".pth", ".ckpt")):
-        return False
-    ck = _load_weights_only(path)
-    return isinstance(ck, dict) and ck.get("format") == CHECKPOINT_FORMAT
-
-
-def import_decoder(path, feature_shape=None, layer=None, preprocess=None, model_path=None, **_):
+def import_decoder(path, feature_shape=None, layer=None, preprocess=None, model_path=None, loaded=None, **_):
+    """``loaded``: the file's :func:`read_torch_file` result when the caller already has it."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in IMPORTERS:
@@ -48,7 +44,7 @@ def import_decoder(path, feature_shape=None, layer=None, preprocess=None, model_
                             f"or an .onnx decoder (found '{ext or 'no extension'}')", path=path)
     from .apply import Decoder
 
-    net, inferred, source = IMPORTERS[ext](path)
+    net, inferred, source = IMPORTERS[ext](path, **({"loaded": loaded} if loaded is not None else {}))
     feature_shape = feature_shape or inferred
     if feature_shape is None:
         raise PreimageError("cannot tell the decoder's input shape from the file: pass feature_shape "
@@ -120,14 +116,14 @@ def torch7_decoder(path):
 
 
 @register(".pt", ".pth")
-def torch7_checkpoint_decoder(path):
+def torch7_checkpoint_decoder(path, loaded=None):
     """A Torch7 model converted with ``preimage convert torch7 ... -o MODEL.pt``."""
-    from ..converters.torch7.build import CHECKPOINT_FORMAT, load_checkpoint
+    from ..converters.torch7.build import CHECKPOINT_FORMAT, from_checkpoint
 
-    ck = _load_weights_only(path)
+    ck = loaded if loaded is not None else read_torch_file(path)
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise PreimageError("not a decoder checkpoint: expected one written by 'preimage decoder train' or by "
                             "'preimage convert torch7 ... -o MODEL.pt'", path=path)
-    net = load_checkpoint(path)
+    net = from_checkpoint(ck, path)
     return net, _first_input_shape(net), {"format": "torch7-checkpoint", "file": os.path.abspath(path),
                                           "source": json.loads(json.dumps(ck.get("source", {}), default=str))}

@@ -141,3 +141,12 @@ def test_encode_images_at_a_size_other_than_the_models(encoder, image_dir):
     rgb = load_image(paths[0]).astype(np.float64)[4:28]  # 32 x 32 centre-cropped to 24 x 32, no resize
     ref = (rgb[..., ::-1] - np.array([104.0, 117.0, 123.0])).transpose(2, 0, 1)
     np.testing.assert_allclose(x[0].numpy(), ref, atol=1e-4)
+
+
+def test_load_decoder_reads_the_checkpoint_once(trained, monkeypatch):
+    """A checkpoint can be a gigabyte: it was once loaded twice (a format probe, then for real)."""
+    calls = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    dec = load_decoder(trained)
+    assert len(calls) == 1 and dec.source["iter"] == 2

@@ -64,3 +64,25 @@ def test_imported_caffe_decoder_applies_to_images(caffe_corpus, encoder, image_d
 
     assert load_image(r["files"][0]).shape == (28, 28, 3)
     assert dec.preprocess.mean == encoder.preprocess.mean
+
+
+def test_torch7_checkpoint_decoder_read_once(torch7_corpus, tmp_path, monkeypatch):
+    """A decoder converted to .pt by 'preimage convert torch7' is loaded with one torch.load (it was three)."""
+    pytest.importorskip("preimage.converters.torch7.convert")
+    from preimage.converters.torch7.convert import convert_torch7
+    from preimage.converters.torch7.reader import read_t7
+
+    d = torch7_corpus / "real-ascii"
+    x = np.asarray(read_t7(d / "net_deconv_input.txt"))
+    ref = np.asarray(read_t7(d / "net_deconv_output.txt"))
+    t7 = tmp_path / "deconv.t7"
+    t7.write_bytes((d / "net_deconv_net.txt").read_bytes())
+    convert_torch7(t7, tmp_path / "deconv.pt")
+    calls = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    dec = load_decoder(tmp_path / "deconv.pt", feature_shape=x.shape[1:])
+    assert len(calls) == 1
+    with torch.no_grad():
+        out = dec(torch.from_numpy(x).float()).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())

@@ -98,6 +98,11 @@ def load_checkpoint(path, device="cpu"):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a damaged pickle/zip
         raise FormatError(f"not a readable PyTorch checkpoint ({type(e).__name__}: {e})", path=path) from None
+    return from_checkpoint(ckpt, path, device)
+
+
+def from_checkpoint(ckpt, path=None, device="cpu"):
+    """:func:`load_checkpoint` for a checkpoint already loaded (with ``weights_only=True``)."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise FormatError(f"not a preimage Torch7 checkpoint (expected format {CHECKPOINT_FORMAT!r})", path=path)
     model = _construct(ckpt["architecture"], [])

@@ -305,11 +305,3 @@ def read_caffemodel(path):
     """``({layer name: [Blob, ...]}, sha256 hex)`` of a caffemodel (layers without blobs left out)."""
     cm = Caffemodel(path)
     return cm.all(), cm.sha256()
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()

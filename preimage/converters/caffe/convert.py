@@ -15,8 +15,9 @@ import onnx
 from onnx import TensorProto, helper
 
 from ...errors import FormatError, PreimageError, UnsupportedError
+from ...fileio import sha256_file
 from .builder import Builder, memory_limit_bytes, numel
-from .caffemodel import Caffemodel, sha256_file
+from .caffemodel import Caffemodel
 from .onnxfile import FragmentWriter, write_model
 from .layers import DATA_TYPES, DROPPED_TYPES, EMITTERS, supported_types
 from .prototxt import read_net

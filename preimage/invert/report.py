@@ -32,8 +32,9 @@ def _label(tile_w, text):
     return strip
 
 
-def grid(run, recon):
-    """Rows: images; columns: the original, then each layer x seed (the papers' figure layout)."""
+def grid(run, recon, originals=None):
+    """Rows: images; columns: the original, then each layer x seed (the papers' figure layout).
+    ``originals``: the originals as uint8 pictures when the caller has them already."""
     layers, seeds = run.layers, run.seeds
     h, w = next(iter(recon.values())).shape[:2]
     cols = ([("original", None)] if run.originals is not None else []) + [(l, s) for l in layers for s in seeds]
@@ -41,7 +42,8 @@ def grid(run, recon):
     H = 18 + len(rows) * (h + PAD) + PAD
     W = len(cols) * (w + PAD) + PAD
     canvas = np.full((H, W, 3), 255, np.uint8)
-    originals = run.model.preprocess.to_uint8(run.originals) if run.originals is not None else None
+    if originals is None and run.originals is not None:
+        originals = run.model.preprocess.to_uint8(run.originals)
     for c, (layer, seed) in enumerate(cols):
         x = PAD + c * (w + PAD)
         canvas[0:18, x:x + w] = _label(w, "original" if seed is None else f"{layer} s{seed}" if len(seeds) > 1 else layer)
@@ -106,11 +108,11 @@ def write_report(run, out_dir, title=None):
         for r, img in zip(run.results, pp.to_uint8(xs)):
             recon[(r["image"], r["layer"], r["seed"])] = img
             save_image(os.path.join(out_dir, result_png(r)), img)
-    if run.originals is not None:
-        for name, img in zip(run.images, pp.to_uint8(run.originals)):
-            save_image(os.path.join(out_dir, "images", f"{_safe(name)}.png"), img)
+    originals = pp.to_uint8(run.originals) if run.originals is not None else None
+    for name, img in zip(run.images, originals or []):
+        save_image(os.path.join(out_dir, "images", f"{_safe(name)}.png"), img)
     if recon:
-        save_image(os.path.join(out_dir, "grid.png"), grid(run, recon))
+        save_image(os.path.join(out_dir, "grid.png"), grid(run, recon, originals))
     m = metrics(run)
     write_text_atomic(os.path.join(out_dir, "metrics.json"), json.dumps(m, indent=1))
     index = os.path.join(out_dir, "index.html")

@@ -161,7 +161,7 @@ def optimize(features, samples, cfg, size, device="cpu", dtype=torch.float32, pr
                         for hook in hooks:
                             hook(c, g, cfg)
                 step += 1
-                if step % every == 0 or step == total:
+                if progress and (step % every == 0 or step == total):  # .item() syncs: only for a visible bar
                     bar.set_postfix(energy=f"{curves_E[:, step - 1].mean().item():.4g}", refresh=False)
                     bar.update(step - bar.n)
     except KeyboardInterrupt:

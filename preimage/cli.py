@@ -83,6 +83,25 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except PreimageError as e:
             raise UserError(str(e)) from None
+        except OSError as e:  # an output folder that cannot be written, a full disk: the file and the reason
+            if e.filename is None:
+                raise
+            raise UserError(_os_error_line(e)) from None
+
+
+def _os_error_line(e):
+    """'PATH: cannot write (reason)' for an OSError; atomic writes' hidden temporary names become their folder."""
+    import errno
+    import os
+
+    path = os.fspath(e.filename)
+    name = os.path.basename(path)
+    if name.startswith(".") and name.endswith(".part"):
+        path = os.path.dirname(path) or "."
+        return f"{path}: cannot write an output file here ({e.strerror})"
+    if e.errno in (errno.EEXIST, errno.ENOTDIR):  # makedirs met a file where an output folder must go
+        return f"{path}: a file stands where a folder is needed ({e.strerror})"
+    return f"{path}: {e.strerror}"
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

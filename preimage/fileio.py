@@ -3,6 +3,9 @@ import contextlib
 import os
 import tempfile
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once, at import: mkstemp's files are 0600, outputs should get the usual 0666 & ~umask
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix=None):
@@ -20,6 +23,8 @@ def atomic_path(path, suffix=None):
     os.close(fd)
     try:
         yield tmp
+        if os.path.isfile(tmp):
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

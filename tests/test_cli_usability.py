@@ -165,3 +165,30 @@ def test_maximize_prints_what_each_unit_reached(tiny, tmp_path):
                                  "--iters", "1", "--set", "fine_iters=0", "-q", "-o", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
     assert "fc5 unit 3 seed 0: activation" in r.output and "fc5 unit 4 seed 0: activation" in r.output
+
+
+def test_outputs_are_readable_by_others_as_the_umask_says(tmp_path):
+    # before: every output (ONNX, checkpoints, PNGs, reports) kept mkstemp's private 0600 mode
+    from preimage.fileio import write_bytes_atomic
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_bytes_atomic(tmp_path / "out.bin", b"x")
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_unwritable_output_is_one_line(tiny, tmp_path):
+    # before: FileNotFoundError/NotADirectoryError tracebacks naming a hidden '.x.onnx.XXXX.part' file
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    _fails(["convert", "caffe", tiny / "posenet.prototxt", "-o", blocker / "x.onnx"], "afile", "folder is needed")
+    assert ".part" not in CliRunner().invoke(cli, ["convert", "caffe", str(tiny / "posenet.prototxt"), "-o",
+                                                   str(blocker / "x.onnx")]).output
+
+
+def test_invert_checks_its_output_folder_before_optimising(tiny, tmp_path):
+    # before: the whole optimisation ran, then writing the results failed with a traceback
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    _fails(["invert", "-m", tiny / "posenet.onnx", "-l", "fc5", "--iters", "1", "-q", "-o", blocker / "inv"],
+           "--out", "afile")

@@ -40,6 +40,23 @@ def _overrides(sets, C):
     return out
 
 
+def _out_dir(out, kind, model):
+    """The output folder (default KIND-MODEL), checked before minutes of optimisation rather than after."""
+    import os
+
+    from ..errors import PreimageError
+
+    out = out or f"{kind}-{os.path.splitext(os.path.basename(model))[0]}"
+    p = os.path.abspath(out)
+    while not os.path.exists(p):
+        p = os.path.dirname(p)
+    if not os.path.isdir(p):
+        raise PreimageError("a file stands where the output folder is needed", path=p, where="--out")
+    if not os.access(p, os.W_OK):
+        raise PreimageError("cannot write the output folder here (permission denied)", path=p, where="--out")
+    return out
+
+
 def _finish(run, out, default_out):
     from ..invert.report import summary
 
@@ -81,6 +98,7 @@ def invert(model, layers, preset, seeds, iters, C, sets, batch_size, size, devic
     """
     from ..invert import api
 
+    out = _out_dir(out, "invert", model)
     run = api.invert(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,
                      masks=list(masks), device=device, overrides=_overrides(sets, C), batch_size=batch_size,
                      size=size, progress=not quiet)
@@ -108,6 +126,7 @@ def maximize(model, layers, preset, seeds, iters, C, sets, batch_size, size, dev
     """
     from ..invert import api
 
+    out = _out_dir(out, "maximize", model)
     run = api.maximize(model, list(layers), list(units), list(images) or None, preset=preset, seeds=seeds,
                        iters=iters, device=device, overrides=_overrides(sets, C), batch_size=batch_size,
                        size=size, progress=not quiet)
@@ -129,6 +148,7 @@ def caricature(model, layers, preset, seeds, iters, C, sets, batch_size, size, d
     """
     from ..invert import api
 
+    out = _out_dir(out, "caricature", model)
     run = api.caricature(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,
                          device=device, overrides=_overrides(sets, C), batch_size=batch_size, size=size,
                          progress=not quiet)

@@ -48,7 +48,8 @@ class FeatureStats:
     a histogram per component for sampling."""
 
     def __init__(self, feats, bins=32):
-        f = feats.detach().flatten(1).double()
+        # on the CPU: the sampling below uses a seeded CPU generator, and these are small per-unit vectors
+        f = feats.detach().flatten(1).double().cpu()
         if f.shape[0] < 2:
             raise PreimageError("random features need the statistics of at least 2 feature vectors "
                                 "(give more images or --stats FEATS/)")
@@ -97,7 +98,7 @@ def interpolate(feats, stats=None, steps=8):
     return (1 - a) * feats[0:1] + a * feats[1:2], [f"{x:.2f}" for x in a.flatten().tolist()]
 
 
-def _generator(seed, device):
+def _generator(seed):
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
@@ -107,7 +108,7 @@ def gaussian(feats, stats=None, n=8, seed=0):
     the observed [min, max] range (so non-negative ReLU features stay non-negative)."""
     st = stats or FeatureStats(feats)
     n = int(n)
-    g = _generator(seed, st.device)
+    g = _generator(seed)
     x = st.mean + st.std * torch.randn(n, st.mean.numel(), generator=g, dtype=torch.float64)
     x = torch.maximum(torch.minimum(x, st.max), st.min)
     return x.view(n, *st.shape).to(st.device, st.dtype), [f"gaussian {i}" for i in range(n)]
@@ -119,7 +120,7 @@ def histogram(feats, stats=None, n=8, seed=0):
     within the drawn bin)."""
     st = stats or FeatureStats(feats)
     n = int(n)
-    g = _generator(seed, st.device)
+    g = _generator(seed)
     b = torch.multinomial(st.hist, n, replacement=True, generator=g).t()  # n x D bin numbers
     u = torch.rand(b.shape, generator=g, dtype=torch.float64)
     width = (st.max - st.min) / st.bins

@@ -66,12 +66,5 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
     click.echo(f"  outputs: {outs}")
 
 
-def _numel(dims):
-    n = 1
-    for d in dims:
-        n *= int(d)
-    return n
-
-
 def _dims(v):
     return "x".join(d.dim_param or str(d.dim_value) for d in v.type.tensor_type.shape.dim)

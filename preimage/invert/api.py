@@ -141,7 +141,7 @@ def _from_images(kind, model, layers, images, preset, seeds, iters, masks, devic
     if caricature:
         cfg = cfg.replace(objective="inner", init="image")
     feats = _features(m, x0)
-    check_layers(m, feats, layers)
+    check_layers(feats, layers)
     seeds = _seeds(seeds)
     names = _image_names(paths)
     info = _common(m, layers, cfg, feats)
@@ -184,7 +184,7 @@ def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds
         units = [units]
     seeds = _seeds(seeds)
     feats = _features(m, x0) if x0 is not None else _features(m, torch.zeros(1, 3, *m.input_size, device=device, dtype=m.dtype))
-    check_layers(m, feats, layers)
+    check_layers(feats, layers)
     info = _common(m, layers, cfg, feats)
     samples = []
     for layer in layers:

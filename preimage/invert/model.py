@@ -107,7 +107,7 @@ def open_model(model, layers, device="cpu", preprocess=None):
     return m
 
 
-def check_layers(model, feats, layers):
+def check_layers(feats, layers):
     missing = [l for l in layers if l not in feats]
     if missing:
         known = ", ".join(list(feats)[:20])

@@ -192,3 +192,15 @@ def test_invert_checks_its_output_folder_before_optimising(tiny, tmp_path):
     blocker.write_text("")
     _fails(["invert", "-m", tiny / "posenet.onnx", "-l", "fc5", "--iters", "1", "-q", "-o", blocker / "inv"],
            "--out", "afile")
+
+
+def test_validate_hints_at_keys_when_the_reference_is_layer_keyed(caffe_corpus, tmp_path):
+    # the corpus' layers.npz validated with the default --keys blobs: relu* names match nothing
+    d = caffe_corpus / "u_norm_act"
+    r = CliRunner().invoke(cli, ["validate", "-m", str(d / "net.prototxt"), "-r", str(d / "layers.npz")])
+    assert r.exit_code == 1
+    assert "pass --keys layers" in r.output
+    r = CliRunner().invoke(cli, ["validate", "-m", str(d / "net.prototxt"), "-r", str(d / "layers.npz"),
+                                 "--keys", "layers"])
+    assert r.exit_code == 0, r.output
+    assert "hint" not in r.output

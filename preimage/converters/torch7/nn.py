@@ -416,29 +416,29 @@ def _reshape(c):
 
 
 # ---------------------------------------------------------------- pooling, upsampling, padding
-@converts("nn.SpatialMaxPooling", "cudnn.SpatialMaxPooling")
-def _max_pool(c):
+def _pool_geometry(c):
+    """kernel_size, stride, padding as (h, w) pairs; torch (like cudnn) takes padding up to half the kernel."""
     kw, kh = c.int("kW"), c.int("kH")
     dw, dh = c.int("dW", kw), c.int("dH", kh)
     pw, ph = c.int("padW", 0), c.int("padH", 0)
     if 2 * pw > kw or 2 * ph > kh:
         raise c.error(f"padding ({pw}, {ph}) larger than half the kernel ({kw}, {kh})", UnsupportedError)
-    return c.node("MaxPool2d", dict(kernel_size=(kh, kw), stride=(dh, dw), padding=(ph, pw),
-                                    ceil_mode=c.bool("ceil_mode", False)))
+    return dict(kernel_size=(kh, kw), stride=(dh, dw), padding=(ph, pw))
+
+
+@converts("nn.SpatialMaxPooling", "cudnn.SpatialMaxPooling")
+def _max_pool(c):
+    return c.node("MaxPool2d", dict(**_pool_geometry(c), ceil_mode=c.bool("ceil_mode", False)))
 
 
 @converts("nn.SpatialAveragePooling", "cudnn.SpatialAveragePooling")
 def _avg_pool(c):
-    kw, kh = c.int("kW"), c.int("kH")
-    dw, dh = c.int("dW", kw), c.int("dH", kh)
-    pw, ph = c.int("padW", 0), c.int("padH", 0)
-    if 2 * pw > kw or 2 * ph > kh:
-        raise c.error(f"padding ({pw}, {ph}) larger than half the kernel ({kw}, {kh})", UnsupportedError)
-    pool = c.node("AvgPool2d", dict(kernel_size=(kh, kw), stride=(dh, dw), padding=(ph, pw),
-                                    ceil_mode=c.bool("ceil_mode", False),
+    geometry = _pool_geometry(c)
+    pool = c.node("AvgPool2d", dict(**geometry, ceil_mode=c.bool("ceil_mode", False),
                                     count_include_pad=c.bool("count_include_pad", True)))
     if c.bool("divide", True):
         return pool
+    kh, kw = geometry["kernel_size"]
     return c.node("Sequential", children=[pool, c.node("MulConstant", dict(constant=float(kw * kh)))])
 
 

@@ -139,6 +139,8 @@ def test_pooling_upsampling_lrn_padding(tmp_path):
          lambda v: npref.avg_pool(v, 3, 2, 2, 3, 1, 1, ceil=True, count_include_pad=True)),
         (m("nn.SpatialAveragePooling", kW=2, kH=3, dW=2, dH=2, padW=1, padH=1, ceil_mode=False, count_include_pad=False),
          lambda v: npref.avg_pool(v, 2, 3, 2, 2, 1, 1, ceil=False, count_include_pad=False)),
+        (m("nn.SpatialAveragePooling", kW=3, kH=2, dW=1, dH=2, padW=1, padH=0, divide=False),  # sums (was untested)
+         lambda v: npref.avg_pool(v, 3, 2, 1, 2, 1, 0, count_include_pad=True) * 6),
         (m("nn.SpatialMaxPooling", kW=2, kH=3, dW=2, dH=2, padW=0, padH=1, ceil_mode=False),
          lambda v: npref.max_pool(v, 2, 3, 2, 2, 0, 1)),
         (m("nn.SpatialUpSamplingNearest", scale_factor=3), lambda v: npref.upsample_nearest(v, 3)),

@@ -204,3 +204,21 @@ def test_validate_hints_at_keys_when_the_reference_is_layer_keyed(caffe_corpus, 
                                  "--keys", "layers"])
     assert r.exit_code == 0, r.output
     assert "hint" not in r.output
+
+
+def test_input_shape_typo_is_not_silently_dropped(tiny, tmp_path):
+    # before: "1,3,x" became the shape (1, 3) (the x, read as a separator, left an empty part that was skipped)
+    r = CliRunner().invoke(cli, ["convert", "caffe", str(tiny / "posenet.prototxt"), "--input-shape", "data=1,3,x",
+                                 "-o", str(tmp_path / "q.onnx")])
+    assert r.exit_code == 2 and "data=1,3,x" in r.output and not (tmp_path / "q.onnx").exists()
+    from preimage.commands.torch7 import _shape
+
+    with pytest.raises(Exception, match="1,3,x"):
+        _shape(None, None, "1,3,x")
+    assert _shape(None, None, "1x3x8x8") == (1, 3, 8, 8) and _shape(None, None, " 2, 5") == (2, 5)
+
+
+def test_torch7_output_type_is_checked_before_reading(tmp_path):
+    bogus = tmp_path / "net.t7"
+    bogus.write_bytes(b"\xff\xff")  # never read: the output type is wrong first
+    _fails(["convert", "torch7", bogus, "-o", tmp_path / "net.txt"], "net.txt", "use .onnx or .pt")

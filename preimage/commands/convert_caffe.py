@@ -42,7 +42,7 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
     for item in input_shapes:
         name, _, dims = item.partition("=")
         try:
-            shapes[name.strip()] = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+            shapes[name.strip()] = [int(d) for d in dims.replace("x", ",").split(",")]  # "1,3,x": a typo
         except ValueError:
             raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape") from None
         if not name.strip() or not shapes[name.strip()]:

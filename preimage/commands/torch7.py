@@ -23,8 +23,8 @@ def _not_caffe(ctx, param, value):
 def _shape(ctx, param, value):
     if value is None:
         return None
-    try:
-        shape = tuple(int(s) for s in value.replace("x", ",").split(",") if s.strip())
+    try:  # every part must be a number: "1,3,x" is a typo, not the shape (1, 3)
+        shape = tuple(int(s) for s in value.replace("x", ",").split(","))
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers like 1,3,224,224, got {value!r}") from None
     if not shape or any(s <= 0 for s in shape):
@@ -65,6 +65,9 @@ def convert_torch7(model, output, input_shape, dtype, key, long_size, opset, sta
     from ..converters.torch7.convert import convert_torch7 as convert, t7_to_node
 
     output = output or model.with_suffix(".onnx")
+    if output.suffix not in (".onnx", ".pt", ".pth"):
+        raise PreimageError(f"unknown output type {output.suffix or '(none)'!r}: use .onnx or .pt", path=output,
+                            where="-o")
     if output.suffix == ".onnx" and not input_shape:
         t7_to_node(model, key=key, long_size=_long_size(long_size))  # a file that is no nn model: say that first
         raise PreimageError("ONNX export needs --input-shape N,C,H,W (a .t7 file does not store it), "

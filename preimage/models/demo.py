@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ..fileio import write_text_atomic
+from ..fileio import atomic_path, write_text_atomic
 
 # AlexNet is narrowed (channels / 4, fc / 16) so that the demo finishes in minutes on two CPU cores; the
 # geometry (kernels, strides, groups, LRN, receptive fields) is the real one.
@@ -78,7 +78,8 @@ def validate_models(models, image, folder, log=print):
         with torch.no_grad():
             ref = {k: v.numpy() for k, v in fx(x).items()}
         ref_path = os.path.join(folder, f"{net}_torch_blobs.npz")
-        np.savez(ref_path, **ref)
+        with atomic_path(ref_path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **ref)
         checks = [("onnxruntime vs torch", files["onnx"], "onnxruntime")]
         if "onnx_v1" in files:
             checks.append(("V1 layout vs current layout", files["onnx_v1"], "both"))

@@ -30,6 +30,7 @@ from preimage.decoders.architectures import build_decoder
 from preimage.decoders.dataset import FeatureStore, TargetTransform
 from preimage.decoders.extract import write_store
 from preimage.decoders.train import read_metrics, train_decoder
+from preimage.device import resolve_device
 
 
 def make_store(path, n, size, feat_dim, seed=0):
@@ -98,8 +99,7 @@ def main():
     ap.add_argument("--images", type=int, default=4096, help="images in the synthetic store")
     ap.add_argument("--store", default=None, help="keep the synthetic store in this folder (default: a temporary one)")
     args = ap.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     cuda = device.type == "cuda"
     iters = args.iters or (200 if cuda else 6)
     warmup = args.warmup or (20 if cuda else 2)

@@ -222,3 +222,18 @@ def test_torch7_output_type_is_checked_before_reading(tmp_path):
     bogus = tmp_path / "net.t7"
     bogus.write_bytes(b"\xff\xff")  # never read: the output type is wrong first
     _fails(["convert", "torch7", bogus, "-o", tmp_path / "net.txt"], "net.txt", "use .onnx or .pt")
+
+
+def test_invert_warns_about_a_model_from_elsewhere(tiny, tmp_path):
+    # an ONNX not written by preimage has no preprocessing metadata: say what the images were fed as
+    import onnx
+
+    m = onnx.load(str(tiny / "posenet.onnx"))
+    del m.metadata_props[:]
+    onnx.save(m, str(tmp_path / "foreign.onnx"))
+    args = ["-l", "fc5", "--iters", "1", "--set", "fine_iters=0", "-q", samples.paths()[0]]
+    r = CliRunner().invoke(cli, ["invert", "-m", str(tmp_path / "foreign.onnx"), "-o", str(tmp_path / "a")] + args)
+    assert r.exit_code == 0, r.output
+    assert "not converted by preimage" in r.output and "preprocess=" in r.output
+    r = CliRunner().invoke(cli, ["invert", "-m", str(tiny / "posenet.onnx"), "-o", str(tmp_path / "b")] + args)
+    assert r.exit_code == 0 and "warning" not in r.output

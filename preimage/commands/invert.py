@@ -61,6 +61,11 @@ def _finish(run, out, default_out):
     from ..invert.report import summary
 
     out = out or default_out
+    onnx_model = getattr(run.model.features, "onnx_model", None)
+    if onnx_model is not None and not any(p.key == "preimage.preprocess" for p in onnx_model.metadata_props):
+        click.echo("warning: the model was not converted by preimage (no 'preimage.preprocess' metadata): images "
+                   "were fed as BGR 0-255 without mean subtraction; for other input conventions use the Python "
+                   "API's preprocess= (see docs/invert.md)", err=True)
     index = run.write(out)
     for layer, s in summary(run).items():
         err = s["mean_normalized_error"]

@@ -237,3 +237,10 @@ def test_invert_warns_about_a_model_from_elsewhere(tiny, tmp_path):
     assert "not converted by preimage" in r.output and "preprocess=" in r.output
     r = CliRunner().invoke(cli, ["invert", "-m", str(tiny / "posenet.onnx"), "-o", str(tmp_path / "b")] + args)
     assert r.exit_code == 0 and "warning" not in r.output
+
+
+def test_layers_header_shows_the_free_batch_as_the_rows_do(tiny):
+    # before: "inputs: data 1x3x61x61" above rows reading "Nx...", as if the model took one image only
+    r = CliRunner().invoke(cli, ["layers", str(tiny / "posenet.onnx")])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0] == "inputs: data Nx3x61x61"

@@ -67,7 +67,8 @@ def layers(model, blobs, as_json, torch_view):
     if as_json:
         click.echo(json.dumps(table, indent=1))
         return
-    ins = ", ".join(f"{n} {_fmt_shape(s)}" for n, s in table["inputs"].items())
+    dynamic = any(r["shape"] and r["shape"][0] is None for r in table["layers"])  # batch is free: say N, as the rows do
+    ins = ", ".join(f"{n} {_fmt_shape([None] + list(s[1:]) if dynamic and s else s)}" for n, s in table["inputs"].items())
     click.echo(f"inputs: {ins}")
     rows = [("layer", "type", "output value", "shape", "RF size / stride") + (("torch",) if inv else ())]
     for r in table["layers"]:

@@ -244,3 +244,16 @@ def test_layers_header_shows_the_free_batch_as_the_rows_do(tiny):
     r = CliRunner().invoke(cli, ["layers", str(tiny / "posenet.onnx")])
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[0] == "inputs: data Nx3x61x61"
+
+
+@pytest.mark.parametrize("opt", [["--batch", "0"], ["--iters", "-1"], ["--lr", "0"], ["--val-every", "0"]])
+def test_decoder_train_rejects_nonsense_numbers(opt, tmp_path):
+    # before: --batch 0 crashed with a traceback after creating the run folder; --iters -1 "finished" at 0
+    (tmp_path / "feats").mkdir()
+    _fails(["decoder", "train", tmp_path / "feats", "-o", tmp_path / "run"] + opt, opt[0])
+    assert not (tmp_path / "run").exists()
+
+
+def test_decoder_extract_rejects_a_zero_batch(tiny, tmp_path):
+    _fails(["decoder", "extract", "-m", tiny / "posenet.onnx", "-l", "fc5", "-i", tmp_path, "-o", tmp_path / "f",
+            "--batch", "0"], "--batch")

@@ -44,15 +44,15 @@ def decoder():
 @click.option("--images", "-i", required=True, type=click.Path(exists=True),
               help="A folder of images (searched recursively) or a text file with one image path per line.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="The feature store folder.")
-@click.option("--size", nargs=2, type=int, default=None, metavar="H W",
+@click.option("--size", nargs=2, type=click.IntRange(min=1), default=None, metavar="H W",
               help="Network input size (default: the model's). Images are resized and centre-cropped to it.")
-@click.option("--batch", type=int, default=32, show_default=True, help="Images per forward pass.")
-@click.option("--shard-size", type=int, default=1024, show_default=True, help="Images per shard file.")
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="Images per forward pass.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True, help="Images per shard file.")
 @click.option("--split", default="0.8,0.1,0.1", show_default=True, help="train,val,test fractions (e.g. the PoseNet study's 650k/100k/50k is 0.8125,0.125,0.0625).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="Stored feature type (float16 halves the store).")
-@click.option("--workers", type=int, default=4, show_default=True, help="Threads decoding images.")
+@click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True, help="Threads decoding images.")
 @DEVICE
 def extract(model, layer, images, output, size, batch, shard_size, split, seed, dtype, workers, device):
     """Run a converted model over images and store LAYER's features plus the images.
@@ -82,15 +82,15 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
                    "--feature-layer).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoint.pt, metrics.jsonl, samples/, tb/. An existing run there is resumed.")
-@click.option("--batch", type=int, default=None, help="Global batch (split over torchrun processes).  [default: 64]")
-@click.option("--iters", type=int, default=None, help="Training iterations.  [default: 10000]")
-@click.option("--lr", type=float, default=None, help="Adam learning rate.  [default: 1e-4]")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Global batch (split over torchrun processes).  [default: 64]")
+@click.option("--iters", type=click.IntRange(min=1), default=None, help="Training iterations.  [default: 10000]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate.  [default: 1e-4]")
 @click.option("--lr-steps", default=None, help="Iterations at which the LR drops (default: 60%,85% of --iters).")
 @click.option("--lr-gamma", type=float, default=None, help="LR factor at each drop.  [default: 0.1]")
-@click.option("--width", type=float, default=None, help="Scale the architecture's channel counts (e.g. 0.5).")
-@click.option("--log-every", type=int, default=None, help="[default: 50]")
-@click.option("--val-every", type=int, default=None, help="[default: 1000]")
-@click.option("--ckpt-every", type=int, default=None, help="[default: 1000]")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None, help="Scale the architecture's channel counts (e.g. 0.5).")
+@click.option("--log-every", type=click.IntRange(min=1), default=None, help="[default: 50]")
+@click.option("--val-every", type=click.IntRange(min=1), default=None, help="[default: 1000]")
+@click.option("--ckpt-every", type=click.IntRange(min=1), default=None, help="[default: 1000]")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--amp", type=click.Choice(["auto", "on", "off"]), default=None, help="Mixed precision (auto: on CUDA).")
 @click.option("--model", "-m", type=click.Path(dir_okay=False), default=None, callback=model_path,

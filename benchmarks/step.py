@@ -71,7 +71,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from preimage.converters.onnx_torch.load import load_features, resolve_device
+    from preimage.converters.onnx_torch.load import load_features
+    from preimage.device import resolve_device
 
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:

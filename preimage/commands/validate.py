@@ -58,13 +58,13 @@ def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, gr
     click.echo(report.table())
     for name in report.unmatched:
         click.echo(f"unmatched reference name: {name} (no such {'blob' if keys == 'blobs' else 'layer'} in the model)")
-    click.echo(report.summary())
     if not report.ok and keys == "blobs" and (report.unmatched or report.failed):
         click.echo("hint: if the reference holds layer outputs (before in-place layers such as ReLU, e.g. "
                    "layers.npz), pass --keys layers", err=True)
     elif not report.ok and keys == "layers" and report.failed:
         click.echo("hint: if the reference holds pycaffe's net.blobs (after in-place layers, e.g. blobs.npz), "
                    "leave out --keys layers", err=True)
+    click.echo(report.summary())
     if json_out:
         write_json(report, json_out)
     if not report.ok:

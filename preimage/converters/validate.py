@@ -230,7 +230,8 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
     import torch
 
     from .onnx_torch import graph as G
-    from .onnx_torch.load import _open, load_features, resolve_device
+    from ..device import resolve_device
+    from .onnx_torch.load import _open, load_features
 
     if keys not in ("blobs", "layers"):
         raise PreimageError(f"keys must be 'blobs' or 'layers', not {keys!r}")

@@ -15,18 +15,10 @@ import os
 import torch
 from torch import nn
 
+from ...device import resolve_device
 from ...errors import PreimageError, UnsupportedError
 from . import fuse
 from . import graph as G
-
-
-def resolve_device(device):
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PreimageError("--device cuda was asked for, but torch sees no CUDA device")
-    return device
 
 
 def _open(model):

@@ -257,3 +257,16 @@ def test_decoder_train_rejects_nonsense_numbers(opt, tmp_path):
 def test_decoder_extract_rejects_a_zero_batch(tiny, tmp_path):
     _fails(["decoder", "extract", "-m", tiny / "posenet.onnx", "-l", "fc5", "-i", tmp_path, "-o", tmp_path / "f",
             "--batch", "0"], "--batch")
+
+
+def test_api_accepts_one_image_path_as_a_string(tiny, tmp_path):
+    # before: a notebook's api.invert(model, "fc5", "cat.jpg") read "c", "a", "t", ... as image paths
+    from preimage.decoders.apply import apply_decoder
+    from preimage.invert import api
+
+    img = samples.paths()[0]
+    run = api.invert(str(tiny / "posenet.onnx"), "fc5", img, iters=1, overrides={"fine_iters": 0}, progress=False)
+    assert run.images == [os.path.splitext(os.path.basename(img))[0]]
+    r = apply_decoder(_decoder((125,), 61), img, tmp_path / "out",  # fc5 of the quarter-width PoseNet: 125
+                      model=str(tiny / "posenet.onnx"), layer="fc5")
+    assert r["labels"] == [os.path.basename(img)]

@@ -119,7 +119,7 @@ def apply_decoder(decoder, images, output_dir, *, model=None, layer=None, experi
     dec = dec.to(device)
     layer = layer or dec.layer
     model = model or dec.model_path
-    images = [os.fspath(p) for p in images]
+    images = [os.fspath(p) for p in ([images] if isinstance(images, (str, os.PathLike)) else images)]
     feats, originals = None, []
     if images:
         if model is None or layer is None:

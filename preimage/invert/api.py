@@ -77,6 +77,8 @@ def _prepare(model, layers, images, device, preprocess, size):
     if len(size) != 2:
         raise PreimageError("the model does not say its input size; pass size=(H, W) / --size", where="--size")
     m.input_size = size
+    if isinstance(images, (str, os.PathLike)):  # one path, not its characters
+        images = [images]
     paths = list(images) if images else bundled.paths()
     x0 = m.preprocess.load(paths, size).to(device, m.dtype) if paths else None
     return m, list(layers), device, paths, x0

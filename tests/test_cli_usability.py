@@ -270,3 +270,12 @@ def test_api_accepts_one_image_path_as_a_string(tiny, tmp_path):
     r = apply_decoder(_decoder((125,), 61), img, tmp_path / "out",  # fc5 of the quarter-width PoseNet: 125
                       model=str(tiny / "posenet.onnx"), layer="fc5")
     assert r["labels"] == [os.path.basename(img)]
+
+
+def test_validate_with_another_models_input_is_one_line(tiny, tmp_path):
+    # before: "mat1 and mat2 shapes cannot be multiplied" traceback from the fc layer
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 33, 33), np.float32))
+    np.savez(tmp_path / "ref.npz", fc5=np.zeros((1, 125), np.float32))
+    line = _fails(["validate", "-m", tiny / "posenet.onnx", "-r", tmp_path / "ref.npz", "--input", tmp_path / "x.npy"],
+                  "x.npy", "does not run on this input")
+    assert "hint" not in line

@@ -53,15 +53,21 @@ def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, gr
             raise PreimageError(f"{what} expects arrays: {expected} (a pycaffe dump), not a "
                                 f"{os.path.splitext(path)[1] or 'extension-less'} file", path=path)
 
-    report = run(model, reference, input=input_, grads=grads, keys=keys, backend=backend, rtol=rtol,
-                 grad_rtol=grad_rtol, device=device, decisions=grad_decisions)
+    try:
+        report = run(model, reference, input=input_, grads=grads, keys=keys, backend=backend, rtol=rtol,
+                     grad_rtol=grad_rtol, device=device, decisions=grad_decisions)
+    except RuntimeError as e:  # torch on an input of the wrong size: the reference is another model's
+        if type(e).__name__ == "OutOfMemoryError":
+            raise
+        raise PreimageError(f"the model does not run on this input ({str(e).splitlines()[0]}): are the "
+                            "reference and --input made for this model?", path=input_ or reference) from None
     click.echo(report.table())
     for name in report.unmatched:
         click.echo(f"unmatched reference name: {name} (no such {'blob' if keys == 'blobs' else 'layer'} in the model)")
-    if not report.ok and keys == "blobs" and (report.unmatched or report.failed):
+    if not report.ok and keys == "blobs" and report.unmatched:
         click.echo("hint: if the reference holds layer outputs (before in-place layers such as ReLU, e.g. "
                    "layers.npz), pass --keys layers", err=True)
-    elif not report.ok and keys == "layers" and report.failed:
+    elif keys == "layers" and 0 < len(report.failed) < len(report.rows):  # all failing: more likely the input
         click.echo("hint: if the reference holds pycaffe's net.blobs (after in-place layers, e.g. blobs.npz), "
                    "leave out --keys layers", err=True)
     click.echo(report.summary())

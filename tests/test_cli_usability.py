@@ -279,3 +279,15 @@ def test_validate_with_another_models_input_is_one_line(tiny, tmp_path):
     line = _fails(["validate", "-m", tiny / "posenet.onnx", "-r", tmp_path / "ref.npz", "--input", tmp_path / "x.npy"],
                   "x.npy", "does not run on this input")
     assert "hint" not in line
+
+
+@pytest.mark.parametrize("setting, needle", [("weight.tv=abc", "expected a number"),
+                                             ("jitter=maybe", "expected true or false")])
+def test_set_values_are_checked(setting, needle):
+    # before: weight.tv=abc was a ValueError traceback; jitter=maybe silently meant false
+    from preimage.invert.presets import Config, coerce
+
+    key, text = setting.split("=")
+    with pytest.raises(PreimageError, match=needle):
+        coerce(Config(), key, text)
+    assert coerce(Config(), "jitter", "off").jitter is False and coerce(Config(), "weight.tv", "0.5").weights["tv"] == 0.5

@@ -121,7 +121,10 @@ def coerce(cfg, key, text):
     fields = {f.name: f for f in dataclasses.fields(Config)}
     if key.startswith("weight."):
         w = dict(cfg.weights)
-        w[key[len("weight."):]] = float(text)
+        try:
+            w[key[len("weight."):]] = float(text)
+        except ValueError:
+            raise PreimageError(f"{key}={text!r}: expected a number", where="--set") from None
         return cfg.replace(weights=w)
     if key not in fields:
         raise PreimageError(f"unknown parameter {key!r}; known: {', '.join(sorted(fields))}, weight.NAME",
@@ -133,6 +136,8 @@ def coerce(cfg, key, text):
         elif key == "hooks":
             value = [h for h in text.split(",") if h]
         elif isinstance(current, bool) or key == "jitter":
+            if text.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise PreimageError(f"{key}={text!r}: expected true or false", where="--set")
             value = text.lower() in ("1", "true", "yes", "on")
         elif key in ("iters", "fine_iters", "T"):
             value = int(text)

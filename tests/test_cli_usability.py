@@ -291,3 +291,10 @@ def test_set_values_are_checked(setting, needle):
     with pytest.raises(PreimageError, match=needle):
         coerce(Config(), key, text)
     assert coerce(Config(), "jitter", "off").jitter is False and coerce(Config(), "weight.tv", "0.5").weights["tv"] == 0.5
+
+
+def test_layers_shows_a_free_spatial_size_as_question_mark():
+    # before: "Nx3xNxN", as if height and width were the batch
+    from preimage.commands.layers import _fmt_shape
+
+    assert _fmt_shape([None, 3, None, None]) == "Nx3x?x?" and _fmt_shape([1, 500]) == "1x500"

@@ -7,7 +7,7 @@ import click
 def _fmt_shape(s):
     if not s:
         return "?"
-    return "x".join("N" if d is None else str(d) for d in s)
+    return "x".join(("N" if i == 0 else "?") if d is None else str(d) for i, d in enumerate(s))  # ?: a free H/W
 
 
 def _fmt_rf(rf):

@@ -52,8 +52,9 @@ def test_caffemodel_given_as_model_names_the_prototxt(tiny, cmd, tmp_path):
     assert not (tmp_path / "feats").exists()
 
 
-def test_t7_given_as_model_says_convert_first(tiny):
-    _fails(["invert", "-m", tiny / "net.t7", "-l", "fc5"], "net.t7", "preimage convert torch7")
+@pytest.mark.parametrize("name", ["net.t7", "net.pt"])
+def test_torch7_file_given_as_model_says_convert_to_onnx(tiny, name):
+    _fails(["invert", "-m", tiny / name, "-l", "fc5"], name, "preimage convert torch7")
 
 
 def test_misspelt_device_is_one_line(tiny, tmp_path):

@@ -23,4 +23,7 @@ def model_path(ctx, param, value):
     if ext == ".t7":
         raise PreimageError("a Torch7 file must be converted first: preimage convert torch7 "
                             f"{os.path.basename(value)} --input-shape N,C,H,W, then pass the .onnx", path=value)
+    if ext in (".pt", ".pth"):
+        raise PreimageError("commands take the model as ONNX: convert the .t7 with 'preimage convert torch7 "
+                            "NET.t7 --input-shape N,C,H,W' (in Python, the API also takes a torch module)", path=value)
     return value

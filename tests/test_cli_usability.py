@@ -299,3 +299,10 @@ def test_layers_shows_a_free_spatial_size_as_question_mark():
     from preimage.commands.layers import _fmt_shape
 
     assert _fmt_shape([None, 3, None, None]) == "Nx3x?x?" and _fmt_shape([1, 500]) == "1x500"
+
+
+def test_validate_folder_holding_npz_points_to_the_file(tiny, tmp_path):
+    # before: "none of the reference's 1 names match the model: input" (only input.npy was read)
+    np.savez(tmp_path / "blobs.npz", fc5=np.zeros((1, 125), np.float32))
+    np.save(tmp_path / "input.npy", np.zeros((1, 3, 61, 61), np.float32))
+    _fails(["validate", "-m", tiny / "posenet.onnx", "-r", tmp_path], "blobs.npz", "pass the file")

@@ -53,6 +53,13 @@ def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, gr
             raise PreimageError(f"{what} expects arrays: {expected} (a pycaffe dump), not a "
                                 f"{os.path.splitext(path)[1] or 'extension-less'} file", path=path)
 
+    if os.path.isdir(reference):  # a folder of .npy files is read; an .npz inside it is not
+        npz = sorted(f for f in os.listdir(reference) if f.endswith(".npz") and f != "grads.npz")
+        if npz and not any(f.endswith(".npy") and f != "input.npy" for f in os.listdir(reference)):
+            hint = os.path.join(reference, "blobs.npz" if "blobs.npz" in npz else npz[0])
+            raise PreimageError(f"this folder holds {', '.join(npz)} rather than .npy files: pass the file, e.g. "
+                                f"-r {hint}" + (" (layers.npz with --keys layers)" if "layers.npz" in npz else ""),
+                                path=reference)
     try:
         report = run(model, reference, input=input_, grads=grads, keys=keys, backend=backend, rtol=rtol,
                      grad_rtol=grad_rtol, device=device, decisions=grad_decisions)

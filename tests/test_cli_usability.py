@@ -306,3 +306,11 @@ def test_validate_folder_holding_npz_points_to_the_file(tiny, tmp_path):
     np.savez(tmp_path / "blobs.npz", fc5=np.zeros((1, 125), np.float32))
     np.save(tmp_path / "input.npy", np.zeros((1, 3, 61, 61), np.float32))
     _fails(["validate", "-m", tiny / "posenet.onnx", "-r", tmp_path], "blobs.npz", "pass the file")
+
+
+def test_every_option_of_validate_and_invert_says_what_it_does():
+    for cmd in (["validate"], ["invert"], ["convert", "caffe"], ["decoder", "extract"]):
+        r = CliRunner().invoke(cli, cmd + ["--help"])
+        assert r.exit_code == 0 and "Example" in r.output, cmd
+    r = CliRunner().invoke(cli, ["validate", "--help"])
+    assert "What runs the model" in r.output and "Where torch runs" in r.output

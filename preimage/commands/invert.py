@@ -19,7 +19,7 @@ def _common(f):
         click.option("--batch-size", type=click.IntRange(min=1), help="Samples optimised together (default: all in one batch)."),
         click.option("--size", nargs=2, type=click.IntRange(min=1), metavar="H W", help="Input size when the model does not declare one."),
         click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto."),
-        click.option("--out", "-o", "out", type=click.Path(file_okay=False), help="Output folder."),
+        click.option("--out", "-o", "out", type=click.Path(file_okay=False), help="Output folder (default: KIND-MODEL, e.g. invert-alexnet)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
     for o in reversed(opts):

@@ -17,7 +17,9 @@ from .model_path import model_path
                    "gradients through the torch module.")
 @click.option("--keys", type=click.Choice(["blobs", "layers"]), default="blobs", show_default=True,
               help="What the reference's names are: Caffe blobs (net.blobs, after in-place layers) or layer outputs.")
-@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "both"]), default="torch", show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "both"]), default="torch", show_default=True,
+              help="What runs the model: the PyTorch module (what inversion uses), onnxruntime on the ONNX file, "
+                   "or both.")
 @click.option("--rtol", type=float, default=1e-5, show_default=True,
               help="A tensor passes when max|out - ref| <= rtol * max|ref|.")
 @click.option("--grad-rtol", type=float, default=1e-4, show_default=True, help="The same for gradients.")
@@ -25,7 +27,8 @@ from .model_path import model_path
               help="For --grads: take max-pooling argmax and ReLU on/off from the reference activations "
                    "(float32 rounding flips near-ties between Caffe and torch, which moves a window's gradient "
                    "to another pixel), or from the model's own forward pass.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+              help="Where torch runs (auto: CUDA when available).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the report (every row, the summary) as JSON to this file.")
 def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, grad_decisions, device, json_out):

@@ -314,3 +314,16 @@ def test_every_option_of_validate_and_invert_says_what_it_does():
         assert r.exit_code == 0 and "Example" in r.output, cmd
     r = CliRunner().invoke(cli, ["validate", "--help"])
     assert "What runs the model" in r.output and "Where torch runs" in r.output
+
+
+def test_decoder_apply_says_1_image(monkeypatch, tmp_path):
+    import preimage.decoders.apply as A
+
+    monkeypatch.setattr(A, "load_decoder", lambda *a, **k: None)
+    monkeypatch.setattr(A, "apply_decoder", lambda *a, **k: {"files": ["x.png"], "grid": "g.png"})
+    img = samples.paths()[0]
+    dec = tmp_path / "c.pt"
+    dec.write_bytes(b"")
+    r = CliRunner().invoke(cli, ["decoder", "apply", "-d", str(dec), img, "-o", str(tmp_path / "o"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("1 image -> ")

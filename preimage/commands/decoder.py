@@ -71,7 +71,7 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
     idx = extract_features(model, layer, images, output, size=size, batch=batch, shard_size=shard_size,
                            split=_numbers(split, float, "--split", 3), seed=seed, device=device, feature_dtype=dtype,
                            workers=workers)
-    click.echo(f"{idx['count']} images -> {output} (features {idx['feature_shape']}, split {idx['split']}, "
+    click.echo(f"{idx['count']} image{'s' if idx['count'] != 1 else ''} -> {output} (features {idx['feature_shape']}, split {idx['split']}, "
                f"{len(idx['skipped'])} skipped)")
 
 
@@ -158,4 +158,5 @@ def apply(images, decoder_path, model, layer, output, experiment, stats, feature
     dec = load_decoder(decoder_path, dev, feature_shape=_numbers(feature_shape, int, "--feature-shape"), layer=layer,
                        model_path=model)
     r = apply_decoder(dec, list(images), output, model=model, layer=layer, experiment=experiment, stats=stats, device=dev)
-    click.echo(f"{len(r['files'])} images -> {output}; grid: {r['grid']}")
+    n = len(r["files"])
+    click.echo(f"{n} image{'s' if n != 1 else ''} -> {output}; grid: {r['grid']}")

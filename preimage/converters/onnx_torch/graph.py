@@ -24,10 +24,26 @@ def read_model(model):
     path = os.fspath(model)
     if not os.path.isfile(path):
         raise PreimageError("no such model file", path=path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".caffemodel":
+        raise FormatError("a .caffemodel holds only the weights, not an ONNX model: pass the deploy .prototxt "
+                          "beside it (the .caffemodel is then used) or the .onnx from 'preimage convert caffe'",
+                          path=path)
     try:
-        return onnx.load(path)
+        model = onnx.load(path)
     except Exception as e:  # protobuf's DecodeError says nothing about the file; name it
-        raise FormatError(f"not a readable ONNX model ({type(e).__name__}: {e})", path=path) from None
+        raise FormatError(f"not a readable ONNX model ({type(e).__name__}: {e}); expected an .onnx file",
+                          path=path) from None
+    check_is_model(model, path)
+    return model
+
+
+def check_is_model(model, path):
+    """Refuse a ModelProto without nodes and inputs: protobuf parses many non-ONNX files as an empty model."""
+    if not model.graph.node and not model.graph.input:
+        raise FormatError("not an ONNX model (it parses as an empty graph: no nodes, no inputs); expected an "
+                          ".onnx file, a Caffe deploy .prototxt (weights beside it) or a converted Torch7 .onnx",
+                          path=path)
 
 
 def metadata(model, key, default=None):
@@ -68,11 +84,15 @@ def resolve(model, names, keys="auto", what="model"):
     """Map requested names to value names.
 
     ``keys``: ``"layers"`` (value names only), ``"blobs"`` (blob names, falling back to value names for
-    models without blob metadata), ``"auto"`` (value names first, then blob names). Returns
+    models without blob metadata), ``"auto"`` (value names first, then blob names). Outside ``"blobs"``,
+    a name matching none of these may also be a node name: a single-output node resolves to its output
+    value (models from other exporters name nodes ``/features/features.3/Conv`` and their values
+    ``..._output_0``). Returns
     ``(found: {name: value}, missing: [name])``.
     """
     values = set(value_names(model))
     blobs = blob_map(model)
+    node_names = single_output_nodes(model)
     found, missing = {}, []
     for name in names:
         if keys == "blobs" and blobs:
@@ -83,11 +103,23 @@ def resolve(model, names, keys="auto", what="model"):
             value = name if name in values else None
         else:
             value = name if name in values else blobs.get(name)
+        if value is None and keys != "blobs":
+            value = node_names.get(name)  # a node name (what 'preimage layers' lists for foreign models)
         if value is not None and value in values:
             found[name] = value
         else:
             missing.append(name)
     return found, missing
+
+
+def single_output_nodes(model):
+    """``{node name: its output value}`` for named nodes with exactly one output."""
+    out = {}
+    for node in model.graph.node:
+        outs = [o for o in node.output if o]
+        if node.name and len(outs) == 1:
+            out.setdefault(node.name, outs[0])
+    return out
 
 
 def describe_available(model, keys="auto", limit=60):

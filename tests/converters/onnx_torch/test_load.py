@@ -153,3 +153,30 @@ def test_wrong_input_shapes_are_clear_errors():
         net(torch.randn(1, 4, 8, 8))
     with pytest.raises(PreimageError, match="torch.Tensor"):
         net(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_non_onnx_files_are_refused_by_name(tmp_path):
+    # protobuf reads many non-ONNX files (e.g. a .caffemodel) as an empty ModelProto
+    weights = tmp_path / "net.caffemodel"
+    weights.write_bytes(b"\x0a\x03net")  # a valid protobuf message: field 1 = "net"
+    with pytest.raises(PreimageError, match=r"net\.caffemodel.*prototxt"):
+        load_features(weights, ["fc5"])
+    other = tmp_path / "weights.bin"
+    other.write_bytes(b"\x0a\x03net")
+    with pytest.raises(PreimageError, match=r"weights\.bin: not an ONNX model"):
+        load_features(other, ["fc5"])
+
+
+def test_node_name_of_a_foreign_model_resolves_to_its_output(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)).eval()
+    path = tmp_path / "foreign.onnx"
+    x = torch.randn(1, 3, 8, 8)
+    torch.onnx.export(net, x, str(path), dynamo=False)
+    model = onnx.load(str(path))
+    node = next(n for n in model.graph.node if n.op_type == "Relu")
+    assert node.name != node.output[0]  # exporters name values "<node>_output_0"
+    fx = load_features(path, [node.name])
+    with torch.no_grad():
+        expected = net[1](net[0](x))
+        got = fx(x)[node.name]
+    assert torch.allclose(got, expected, atol=1e-5)

@@ -126,7 +126,7 @@ def test_apply_decoder_of_another_models_image_size(tiny, tmp_path):
 
 def test_validate_image_as_reference(tiny):
     # before: numpy's "contains pickled (object) data ... allow_pickle" advice
-    _fails(["validate", "-m", tiny / "posenet.onnx", "-r", samples.paths()[0]], "--reference expects arrays",
+    _fails(["validate", "-m", tiny / "posenet.onnx", "-r", samples.paths()[0]], "--reference) expects arrays",
            ".jpg")
 
 

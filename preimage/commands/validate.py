@@ -45,24 +45,9 @@ def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, gr
       preimage validate -m alexnet.onnx -r blobs.npz --grads grads.npz --json report.json
       preimage validate -m net.prototxt -r dump/ --input cat.jpg      # folder of .npy, image input
     """
-    import os
-
     from ..converters.validate import validate as run, write_json
     from ..errors import PreimageError
 
-    for path, what, kinds in ((reference, "--reference", (".npz", ".npy")), (grads, "--grads", (".npz",))):
-        if path and os.path.isfile(path) and os.path.splitext(path)[1].lower() not in kinds:
-            expected = "an .npz, an .npy or a folder of .npy files" if what == "--reference" else "an .npz"
-            raise PreimageError(f"{what} expects arrays: {expected} (a pycaffe dump), not a "
-                                f"{os.path.splitext(path)[1] or 'extension-less'} file", path=path)
-
-    if os.path.isdir(reference):  # a folder of .npy files is read; an .npz inside it is not
-        npz = sorted(f for f in os.listdir(reference) if f.endswith(".npz") and f != "grads.npz")
-        if npz and not any(f.endswith(".npy") and f != "input.npy" for f in os.listdir(reference)):
-            hint = os.path.join(reference, "blobs.npz" if "blobs.npz" in npz else npz[0])
-            raise PreimageError(f"this folder holds {', '.join(npz)} rather than .npy files: pass the file, e.g. "
-                                f"-r {hint}" + (" (layers.npz with --keys layers)" if "layers.npz" in npz else ""),
-                                path=reference)
     try:
         report = run(model, reference, input=input_, grads=grads, keys=keys, backend=backend, rtol=rtol,
                      grad_rtol=grad_rtol, device=device, decisions=grad_decisions)

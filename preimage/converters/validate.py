@@ -216,6 +216,28 @@ def _run_onnxruntime(model, inputs, values):
     return dict(zip(names, sess.run(names, feeds)))
 
 
+def check_reference_paths(reference, grads=None):
+    """Refuse, in one line, a reference or grads path that cannot hold arrays (an image, a folder of
+    .npz files): numpy would otherwise answer with advice about pickles or read nothing useful."""
+    for path, what, kinds in ((reference, "reference (-r/--reference)", (".npz", ".npy")),
+                              (grads, "grads (--grads)", (".npz",))):
+        if path is None or isinstance(path, dict):
+            continue
+        path = os.fspath(path)
+        if os.path.isfile(path) and os.path.splitext(path)[1].lower() not in kinds:
+            expected = "an .npz, an .npy or a folder of .npy files" if kinds[1:] else "an .npz"
+            raise PreimageError(f"the {what} expects arrays: {expected} (a pycaffe dump), not a "
+                                f"{os.path.splitext(path)[1] or 'extension-less'} file", path=path)
+    if reference is not None and not isinstance(reference, dict) and os.path.isdir(reference):
+        reference = os.fspath(reference)  # a folder of .npy files is read; an .npz inside it is not
+        npz = sorted(f for f in os.listdir(reference) if f.endswith(".npz") and f != "grads.npz")
+        if npz and not any(f.endswith(".npy") and f != "input.npy" for f in os.listdir(reference)):
+            hint = os.path.join(reference, "blobs.npz" if "blobs.npz" in npz else npz[0])
+            raise PreimageError(f"this folder holds {', '.join(npz)} rather than .npy files: pass the file, e.g. "
+                                f"-r {hint}" + (" (layers.npz with --keys layers)" if "layers.npz" in npz else ""),
+                                path=reference)
+
+
 def validate(model, reference, input=None, grads=None, keys="blobs", backend="torch", rtol=1e-5,
              grad_rtol=1e-4, device="cpu", decisions="reference"):
     """Run ``model`` on the reference input and compare; returns a :class:`Report` (``.ok``, ``.table()``).
@@ -237,6 +259,7 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
         raise PreimageError(f"keys must be 'blobs' or 'layers', not {keys!r}")
     if backend not in ("torch", "onnxruntime", "both"):
         raise PreimageError(f"backend must be torch, onnxruntime or both, not {backend!r}")
+    check_reference_paths(reference, grads)
     onnx_model, base_dir, where = _open(model)
     ref = load_arrays(reference)
     inputs = load_input(input, onnx_model, reference, ref)

@@ -136,3 +136,16 @@ def test_layers_reference_with_blob_keyed_grads(case):
     rep = validate(case / "net.onnx", case / "layers.npz", keys="layers", grads=case / "grads.npz")
     assert rep.ok, rep.table()
     assert [r.name for r in rep.rows if r.kind == "grad"] == ["conv"]
+
+
+def test_api_refuses_an_image_as_reference_in_one_line(case):
+    # before: numpy's "Cannot load file containing pickled data when allow_pickle=False" advice
+    from preimage.errors import PreimageError
+    from preimage.models import samples
+
+    image = samples.paths()[0]
+    with pytest.raises(PreimageError, match=r"reference \(-r/--reference\) expects arrays.*\.jpg") as e:
+        validate(str(case / "net.onnx"), image)
+    assert "pickle" not in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(PreimageError, match=r"grads \(--grads\) expects arrays"):
+        validate(str(case / "net.onnx"), str(case / "blobs.npz"), grads=image)

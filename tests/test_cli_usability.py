@@ -283,7 +283,9 @@ def test_validate_with_another_models_input_is_one_line(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("setting, needle", [("weight.tv=abc", "expected a number"),
-                                             ("jitter=maybe", "expected true or false")])
+                                             ("jitter=maybe", "expected true or false"),
+                                             ("iters=1.5", "expected an integer"),
+                                             ("T=two", "expected an integer")])
 def test_set_values_are_checked(setting, needle):
     # before: weight.tv=abc was a ValueError traceback; jitter=maybe silently meant false
     from preimage.invert.presets import Config, coerce

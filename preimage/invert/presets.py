@@ -140,7 +140,10 @@ def coerce(cfg, key, text):
                 raise PreimageError(f"{key}={text!r}: expected true or false", where="--set")
             value = text.lower() in ("1", "true", "yes", "on")
         elif key in ("iters", "fine_iters", "T"):
-            value = int(text)
+            try:
+                value = int(text)
+            except ValueError:
+                raise PreimageError(f"{key}={text!r}: expected an integer", where="--set") from None
         elif isinstance(current, str):
             value = text
         else:

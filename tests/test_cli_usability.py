@@ -329,3 +329,26 @@ def test_decoder_apply_says_1_image(monkeypatch, tmp_path):
     r = CliRunner().invoke(cli, ["decoder", "apply", "-d", str(dec), img, "-o", str(tmp_path / "o"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert r.output.startswith("1 image -> ")
+
+
+def _random_store(path, seed):
+    from preimage.decoders.extract import write_store
+
+    rng = np.random.default_rng(seed)
+    write_store(path, rng.standard_normal((4, 32)).astype(np.float32), rng.integers(0, 255, (4, 3, 32, 32), np.uint8),
+                layer="fc", split=(1, 0, 0))
+    return path
+
+
+def test_decoder_train_refuses_a_run_trained_on_another_store(tmp_path):
+    # before: the run folder was silently resumed on the other store's features
+    a, b = _random_store(tmp_path / "a", 0), _random_store(tmp_path / "b", 1)
+    common = ["decoder", "train", "--batch", "2", "--iters", "2", "--no-tensorboard", "--device", "cpu",
+              "--arch", "alexnet_fc8", "--width", "0.1", "-o", tmp_path / "run"]
+    r = CliRunner().invoke(cli, [str(x) for x in ["decoder", "train", a] + common[2:]])
+    assert r.exit_code == 0, r.output
+    line = _fails(["decoder", "train", b] + common[2:] + ["--iters", "3"], "feature store",
+                  os.path.abspath(a), os.path.abspath(b), "--other-store")
+    assert "run" in line
+    r = CliRunner().invoke(cli, [str(x) for x in ["decoder", "train", b] + common[2:] + ["--iters", "3", "--other-store"]])
+    assert r.exit_code == 0 and "iteration 3" in r.output, r.output

@@ -97,9 +97,11 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
               help="The encoder (for mirror's geometry and deepsim's feature loss).")
 @click.option("--feature-layer", default=None, help="deepsim: encoder layer of the feature loss (e.g. pool5).")
 @click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
+@click.option("--other-store", is_flag=True,
+              help="Continue a run folder that was trained on another feature store (otherwise refused).")
 @DEVICE
 def train(features, arch, output, batch, iters, lr, lr_steps, lr_gamma, width, log_every, val_every, ckpt_every, seed,
-          amp, model, feature_layer, no_tensorboard, device):
+          amp, model, feature_layer, no_tensorboard, other_store, device):
     """Train a decoder on a feature store (Adam, step LR drops, validation, checkpoints).
 
     Ctrl-C stops after the current step with a checkpoint; the same command resumes exactly. Several
@@ -119,7 +121,8 @@ def train(features, arch, output, batch, iters, lr, lr_steps, lr_gamma, width, l
                 feature_layer=feature_layer)
     if width is not None:
         opts["arch_options"] = {"width": width}
-    r = train_decoder(features, output, arch, encoder=model, device=device, tensorboard=not no_tensorboard, **opts)
+    r = train_decoder(features, output, arch, encoder=model, device=device, tensorboard=not no_tensorboard,
+                     other_store=other_store, **opts)
     state = "finished" if r["finished"] else "stopped (run again to resume)"
     click.echo(f"{state} at iteration {r['iter']}: " + json.dumps({k: r.get(k) for k in ("train_loss", "val_loss") if r.get(k) is not None}))
 

@@ -174,14 +174,45 @@ def _grid(target_tf, recon, target, path, writer, it):
         writer.add_image("val/targets_top_reconstructions_bottom", grid, it)
 
 
+def store_id(store):
+    """A fingerprint of a feature store (its index: model, layer, shapes, shards, image paths; and the first
+    64 KiB of its first and last feature shards, since stores written from arrays may share an index), so
+    that a run folder can tell which store it was trained on (a moved or copied store keeps its id)."""
+    import hashlib
+
+    h = hashlib.sha1(json.dumps(store.index, sort_keys=True).encode())
+    shards = store.index.get("shards") or []
+    for s in shards[:1] + shards[-1:]:
+        try:
+            with open(os.path.join(store.path, s["features"]), "rb") as f:
+                h.update(f.read(1 << 16))
+        except OSError:
+            pass  # an unreadable shard is reported when training reads it
+    return h.hexdigest()[:16]
+
+
+def _check_same_store(ckpt, store, run_dir):
+    if "store_id" in ckpt:
+        same = ckpt["store_id"] == store_id(store)
+    else:  # checkpoints written before store ids: compare what they recorded
+        same = (ckpt.get("layer"), list(ckpt.get("feature_shape", [])), list(ckpt.get("image_shape", [])),
+                ckpt.get("model_path")) == (store.layer, list(store.feature_shape), list(store.image_shape),
+                                            store.index.get("model"))
+    if not same:
+        raise PreimageError(f"this run was trained on the feature store {ckpt.get('store') or '(unrecorded)'}, not on "
+                            f"{os.path.abspath(store.path)}: use a new run folder (-o), or pass --other-store to "
+                            "continue it on the new store", path=run_dir)
+
+
 def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", stop_after=None, progress=True,
-                  tensorboard=True, **options):
+                  tensorboard=True, other_store=False, **options):
     """Train (or resume training of) a decoder; returns a summary dict (iter, train_loss, val_loss, ...).
 
     ``store``: a feature store folder or :class:`FeatureStore`. ``options``: fields of :class:`TrainConfig`.
     ``encoder``: the model's feature callable, needed by ``mirror`` (its geometry) and ``deepsim`` (its
     feature loss); a path is loaded with the ONNX -> torch converter. ``stop_after``: stop (with a
-    checkpoint) once this many iterations are done, as an interruption would.
+    checkpoint) once this many iterations are done, as an interruption would. A run folder trained on
+    another feature store is refused unless ``other_store=True`` (fine-tuning on new data).
     """
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     run_dir = os.fspath(run_dir)
@@ -191,6 +222,8 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
     ckpt = None
     if os.path.isfile(ckpt_path):
         ckpt = load_checkpoint(ckpt_path)
+        if not other_store:
+            _check_same_store(ckpt, store, run_dir)
         cfg = TrainConfig(**ckpt["config"])
         for k in ("iters", "log_every", "val_every", "ckpt_every", "val_max"):  # what may change on resume
             if options.get(k) is not None:
@@ -286,6 +319,8 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
     stream = BatchStream(store, store.split("train"), cfg.batch, seed=cfg.seed, start=start, rank=rank, world=world,
                          device=device)
 
+    this_store = store_id(store)
+
     def save(it):
         if rank != 0:
             return
@@ -293,6 +328,7 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
             "format": CHECKPOINT_FORMAT, "arch": cfg.arch, "arch_options": cfg.arch_options,
             "feature_shape": list(store.feature_shape), "image_shape": list(store.image_shape), "layer": store.layer,
             "model_path": store.index.get("model"), "preprocess": store.preprocess.to_metadata(), "config": asdict(cfg),
+            "store": os.path.abspath(store.path), "store_id": this_store,
             "iter": it, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict(), "rng": _rng_state(device),
             "train_state": {"window": window, "balance": bal},

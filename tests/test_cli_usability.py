@@ -352,3 +352,11 @@ def test_decoder_train_refuses_a_run_trained_on_another_store(tmp_path):
     assert "run" in line
     r = CliRunner().invoke(cli, [str(x) for x in ["decoder", "train", b] + common[2:] + ["--iters", "3", "--other-store"]])
     assert r.exit_code == 0 and "iteration 3" in r.output, r.output
+
+
+def test_decoder_apply_refuses_a_value_for_binarize(tmp_path):
+    # before: -e binarize=3 decoded as plain binarize, the 3 silently ignored
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(b"x")  # refused before the decoder is read
+    _fails(["decoder", "apply", "-d", ckpt, "-e", "binarize=3", "-o", tmp_path / "out"], "binarize", "takes no value")
+    assert not (tmp_path / "out").exists()

@@ -155,8 +155,11 @@ def apply(images, decoder_path, model, layer, output, experiment, stats, feature
       preimage decoder apply -d fc8_decoder.prototxt -m alexnet.onnx -l fc8 cat.jpg -o out/
     """
     from ..decoders.apply import apply_decoder, load_decoder
+    from ..decoders.experiments import parse_spec
     from ..device import resolve_device
 
+    if experiment:
+        parse_spec(experiment)  # before the decoder is loaded
     dev = resolve_device(device)
     dec = load_decoder(decoder_path, dev, feature_shape=_numbers(feature_shape, int, "--feature-shape"), layer=layer,
                        model_path=model)

@@ -112,8 +112,11 @@ def apply_decoder(decoder, images, output_dir, *, model=None, layer=None, experi
     feature store folder whose population statistics drive the random experiments (default: the images').
     Returns ``{"files": [...], "grid": path, "labels": [...]}``.
     """
+    from .experiments import parse_spec
     from .extract import resolve_encoder
 
+    if experiment:
+        parse_spec(experiment)  # a misspelt experiment or value: say so before any work
     device = resolve_device(device)
     dec = decoder if isinstance(decoder, Decoder) else load_decoder(decoder, device)
     dec = dec.to(device)

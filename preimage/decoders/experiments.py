@@ -30,6 +30,8 @@ def parse_spec(spec):
         raise PreimageError(f"unknown experiment '{name}' (expected one of: {', '.join(sorted(EXPERIMENTS))})")
     if value == "":
         return name, None
+    if EXPERIMENTS[name].param is None:
+        raise PreimageError(f"experiment '{name}' takes no value: write '{name}', not '{spec}'")
     try:
         return name, float(value)
     except ValueError:

@@ -150,3 +150,10 @@ def test_load_decoder_reads_the_checkpoint_once(trained, monkeypatch):
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     dec = load_decoder(trained)
     assert len(calls) == 1 and dec.source["iter"] == 2
+
+
+def test_value_for_an_experiment_without_one_is_refused():
+    # before: binarize=3 silently ignored the 3
+    with pytest.raises(PreimageError, match="'binarize' takes no value"):
+        E.parse_spec("binarize=3")
+    assert E.parse_spec("binarize") == ("binarize", None) and E.parse_spec("topk=5") == ("topk", 5.0)

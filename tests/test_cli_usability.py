@@ -360,3 +360,19 @@ def test_decoder_apply_refuses_a_value_for_binarize(tmp_path):
     ckpt.write_bytes(b"x")  # refused before the decoder is read
     _fails(["decoder", "apply", "-d", ckpt, "-e", "binarize=3", "-o", tmp_path / "out"], "binarize", "takes no value")
     assert not (tmp_path / "out").exists()
+
+
+def test_layers_shows_a_global_pool_of_a_free_size_input_as_global(tmp_path):
+    # before: the global average pool showed the conv's "3 / 1"
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    path = tmp_path / "gap.onnx"
+    torch.onnx.export(net, torch.zeros(1, 3, 16, 16), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    r = CliRunner().invoke(cli, ["layers", str(path)])
+    assert r.exit_code == 0, r.output
+    rows = {line.split()[0]: line for line in r.output.splitlines() if line.startswith("/")}
+    assert rows["/0/Conv"].rstrip().endswith("3 / 1")
+    for name in ("/2/GlobalAveragePool", "/3/Flatten", "/4/Gemm"):
+        assert rows[name].rstrip().endswith("global / 1"), r.output

@@ -13,8 +13,12 @@ def _fmt_shape(s):
 def _fmt_rf(rf):
     if not rf:
         return ""
-    (sh, sw), (th, tw) = rf["size"], rf["stride"]
-    size = f"{sh}" if sh == sw else f"{sh}x{sw}"
+    (th, tw) = rf["stride"]
+    if rf["size"] is None:  # the whole input, whose size the model leaves free
+        size = "global"
+    else:
+        sh, sw = rf["size"]
+        size = f"{sh}" if sh == sw else f"{sh}x{sw}"
     stride = f"{th}" if th == tw else f"{th}x{tw}"
     return f"{size} / {stride}"
 
@@ -31,7 +35,8 @@ def layers(model, blobs, as_json, torch_view):
     MODEL is a converted .onnx or a Caffe .prototxt (read for its structure only, no weights needed).
     For each layer: its type, the ONNX value holding its output, the output shape (batch as declared)
     and, for layers computed from the image, the receptive field in input pixels: size / stride
-    (as in Mahendran & Vedaldi's tables: AlexNet conv1 11/4, pool5 195/32, fc6 355/32).
+    (as in Mahendran & Vedaldi's tables: AlexNet conv1 11/4, pool5 195/32, fc6 355/32). "global": the
+    unit sees the whole input, whose size the model leaves free (global pooling with dynamic H/W).
 
     \b
     Examples:

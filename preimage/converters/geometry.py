@@ -11,13 +11,18 @@ gives, for each value computed from it, the receptive field of one of its units 
 
 Convolutions, transposed convolutions, pooling and padding change the field; elementwise and channel
 ops pass it through (several inputs: the union). Ops that mix all positions (Flatten, Reshape, Gemm,
-MatMul, global pooling) give a field spanning the whole input map, with the stride kept.
+MatMul, global pooling, spatial reductions) give a field spanning the whole input map, with the stride
+kept (the pooled map's, which sets invert's jitter) and ``"global": True``; where the input size is free
+(exported with dynamic H/W) the size of such a field is unknown and given as ``size: None`` ("the whole
+input"), also for everything computed from it.
 """
 import json
 import os
 
 SPATIAL_WINDOW_OPS = {"Conv", "MaxPool", "AveragePool", "LpPool"}
 GLOBAL_OPS = {"Flatten", "Reshape", "Gemm", "MatMul", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
+REDUCE_OPS = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
+              "ReduceLogSumExp", "ReduceSumSquare"}  # global when they reduce both spatial axes
 
 
 def _num(x):
@@ -25,14 +30,19 @@ def _num(x):
 
 
 class _Field:
-    __slots__ = ("size", "stride", "start")
+    """``size`` None: the whole input, of a size not known from the model (free H/W)."""
+    __slots__ = ("size", "stride", "start", "whole")
 
-    def __init__(self, size, stride, start):
-        self.size, self.stride, self.start = list(size), list(stride), list(start)
+    def __init__(self, size, stride, start, whole=False):
+        self.size = None if size is None else list(size)
+        self.stride, self.start, self.whole = list(stride), list(start), whole
 
     def as_dict(self):
-        return {"size": tuple(_num(v) for v in self.size), "stride": tuple(_num(v) for v in self.stride),
-                "offset": tuple(_num(v) for v in self.start)}
+        d = {"size": None if self.size is None else tuple(_num(v) for v in self.size),
+             "stride": tuple(_num(v) for v in self.stride), "offset": tuple(_num(v) for v in self.start)}
+        if self.whole:
+            d["global"] = True
+        return d
 
 
 def _attrs(node):
@@ -45,9 +55,12 @@ def _union(fields):
     if len(fields) == 1:
         return fields[0]
     start = [min(f.start[i] for f in fields) for i in range(2)]
-    end = [max(f.start[i] + f.size[i] for f in fields) for i in range(2)]
     stride = [max(f.stride[i] for f in fields) for i in range(2)]
-    return _Field([end[i] - start[i] for i in range(2)], stride, start)
+    whole = any(f.whole for f in fields)
+    if any(f.size is None for f in fields):
+        return _Field(None, stride, start, whole)
+    end = [max(f.start[i] + f.size[i] for f in fields) for i in range(2)]
+    return _Field([end[i] - start[i] for i in range(2)], stride, start, whole)
 
 
 def _window(f, node, a):
@@ -60,10 +73,10 @@ def _window(f, node, a):
     size, stride, start = [], [], []
     for i in range(2):
         keff = d[i] * (k[i] - 1) + 1
-        size.append(f.size[i] + (keff - 1) * f.stride[i])
+        size.append(None if f.size is None else f.size[i] + (keff - 1) * f.stride[i])
         stride.append(f.stride[i] * s[i])
         start.append(f.start[i] - p[i] * f.stride[i])
-    return _Field(size, stride, start)
+    return _Field(None if f.size is None else size, stride, start, f.whole)
 
 
 def _transposed(f, a):
@@ -74,10 +87,10 @@ def _transposed(f, a):
     size, stride, start = [], [], []
     for i in range(2):
         span = d[i] * (k[i] - 1) / s[i]  # input units contributing to one output unit, minus one
-        size.append(f.size[i] + span * f.stride[i])
+        size.append(None if f.size is None else f.size[i] + span * f.stride[i])
         stride.append(f.stride[i] / s[i])
         start.append(f.start[i] + (p[i] - d[i] * (k[i] - 1)) / s[i] * f.stride[i])
-    return _Field(size, stride, start)
+    return _Field(None if f.size is None else size, stride, start, f.whole)
 
 
 def _shapes(model):
@@ -155,13 +168,17 @@ def receptive_fields(onnx_model, shapes=None):
             f = _pad(fields[node.input[0]], node, model, a)
         elif op == "Slice" and node.input[0] in fields:
             f = _slice(fields[node.input[0]], node, model)
-        elif op in GLOBAL_OPS:
+        elif op in GLOBAL_OPS or (op in REDUCE_OPS and _reduces_space(node, model, a)):
             src = fields.get(node.input[0]) or _union(ins)
             s = shapes.get(node.input[0])
-            if s is not None and len(s) >= 4 and s[2] and s[3]:
-                f = _Field([src.size[i] + (s[2 + i] - 1) * src.stride[i] for i in range(2)], src.stride, src.start)
-            else:
+            if src.whole:
                 f = src
+            elif s is not None and len(s) >= 4 and s[2] and s[3] and src.size is not None:
+                f = _Field([src.size[i] + (s[2 + i] - 1) * src.stride[i] for i in range(2)], src.stride, src.start, True)
+            elif s is not None and len(s) == 4 or op.startswith("Global") or op in REDUCE_OPS:
+                f = _Field(None, src.stride, src.start, True)  # a map of free size: the whole input
+            else:
+                f = src  # e.g. a Reshape of a non-spatial value
         else:
             f = _union(ins)
         if f is None:
@@ -183,11 +200,18 @@ def _const_ints(model, name):
     return None
 
 
+def _reduces_space(node, model, a):
+    axes = list(a.get("axes", [])) or (_const_ints(model, node.input[1]) if len(node.input) > 1 and node.input[1] else None)
+    if not axes:
+        return not a.get("noop_with_empty_axes", 0)  # no axes: all of them
+    return {2, 3} <= {x % 4 for x in axes}
+
+
 def _pad(f, node, model, a):
     pads = _const_ints(model, node.input[1]) if len(node.input) > 1 else list(a.get("pads", []))
     if not pads or len(pads) != 8:
         return f
-    return _Field([f.size[i] for i in range(2)], f.stride, [f.start[i] - pads[2 + i] * f.stride[i] for i in range(2)])
+    return _Field(f.size, f.stride, [f.start[i] - pads[2 + i] * f.stride[i] for i in range(2)], f.whole)
 
 
 def _slice(f, node, model):
@@ -200,7 +224,7 @@ def _slice(f, node, model):
     for ax, st in zip(axes, starts):
         if ax in (2, 3):
             start[ax - 2] = f.start[ax - 2] + st * f.stride[ax - 2]
-    return _Field(f.size, f.stride, start)
+    return _Field(f.size, f.stride, start, f.whole)
 
 
 def layer_table(model):

@@ -2,6 +2,7 @@
 input pixels really reach one output unit."""
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from preimage.converters.caffe import convert_caffe
 from preimage.converters.caffe.writer import random_weights, write_caffemodel
@@ -69,3 +70,42 @@ def test_layer_table_lists_layers_blobs_and_fields(tmp_path):
     blobs = {b["blob"]: b for b in t["blobs"]}
     assert blobs["c2"]["value"] == "r"
     assert t["inputs"] == {"data": [1, 1, 29, 29]}
+
+
+def _gap_net(tmp_path, dynamic, reduce=False):
+    import torch
+    from torch import nn
+
+    class Mean(nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
+    pool = [Mean()] if reduce else [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), *pool, nn.Linear(8, 4)).eval()
+    path = tmp_path / "gap.onnx"
+    axes = {"x": {0: "N", 2: "H", 3: "W"}} if dynamic else {"x": {0: "N"}}
+    torch.onnx.export(net, torch.zeros(1, 3, 15, 15), str(path), dynamo=False, input_names=["x"], dynamic_axes=axes)
+    import onnx
+
+    m = onnx.load(str(path))
+    return m, {n.op_type: n.output[0] for n in m.graph.node}
+
+
+@pytest.mark.parametrize("reduce", [False, True])
+def test_global_pool_of_a_free_size_input_sees_the_whole_input(tmp_path, reduce):
+    # before: the global average pool's field was the conv's 3 x 3 (a free H/W has no size to add)
+    m, out = _gap_net(tmp_path, dynamic=True, reduce=reduce)
+    rf = receptive_fields(m)
+    pooled = out["ReduceMean"] if reduce else out["GlobalAveragePool"]
+    assert rf[out["Conv"]]["size"] == (3, 3) and "global" not in rf[out["Conv"]]
+    for v in (pooled, out["Gemm"]):
+        assert rf[v]["size"] is None and rf[v]["global"] is True
+        assert rf[v]["stride"] == (2, 2)  # the pooled map's, as invert's jitter needs
+
+
+def test_global_pool_of_a_known_size_input_spans_it(tmp_path):
+    m, out = _gap_net(tmp_path, dynamic=False)
+    rf = receptive_fields(m)
+    # conv 3/2 on 15 x 15 gives 7 x 7 units, the last one's field ends at 2*6 + 3 = 15: the whole input
+    assert rf[out["GlobalAveragePool"]]["size"] == (15, 15) and rf[out["GlobalAveragePool"]]["global"] is True
+    assert rf[out["Gemm"]]["size"] == (15, 15)

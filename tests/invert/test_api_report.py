@@ -78,3 +78,22 @@ def test_batch_size_chunks_give_the_same_results():
     for a, b in zip(whole.results, chunked.results):
         assert (a["image"], a["layer"], a["seed"]) == (b["image"], b["layer"], b["seed"])
         np.testing.assert_allclose(a["x"].numpy(), b["x"].numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_global_pool_of_a_free_size_model_sets_stride_and_field(tmp_path):
+    # a global pool over a free H/W sees the whole input: rho = the input size, jitter from the pooled map
+    import torch
+    from torch import nn
+
+    from preimage.invert.model import open_model
+    from preimage.invert.transforms import jitter_amount
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    path = tmp_path / "gap.onnx"
+    torch.onnx.export(net, torch.zeros(1, 3, 16, 16), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    m = open_model(str(path), ["/2/GlobalAveragePool"])  # a node name, as 'preimage layers' lists it
+    m.input_size = [24, 20]  # as invert's --size sets it
+    assert m.rf_size("/2/GlobalAveragePool") == 24
+    assert m.stride("/2/GlobalAveragePool", (4, 1, 1)) == (2, 2)
+    assert jitter_amount(m.stride("/2/GlobalAveragePool", (4, 1, 1))) >= 1

@@ -113,7 +113,11 @@ class FeatureExtractor(nn.Module):
             except ImportError:
                 self._receptive_fields = {}
             else:
-                self._receptive_fields = receptive_fields(self.onnx_model)
+                rf = receptive_fields(self.onnx_model)
+                for name, value in self._values.items():  # also under the requested names (blob, node names)
+                    if value in rf:
+                        rf.setdefault(name, rf[value])
+                self._receptive_fields = rf
         return self._receptive_fields
 
     @property

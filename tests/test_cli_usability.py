@@ -376,3 +376,24 @@ def test_layers_shows_a_global_pool_of_a_free_size_input_as_global(tmp_path):
     assert rows["/0/Conv"].rstrip().endswith("3 / 1")
     for name in ("/2/GlobalAveragePool", "/3/Flatten", "/4/Gemm"):
         assert rows[name].rstrip().endswith("global / 1"), r.output
+
+
+def test_non_onnx_file_named_onnx_is_refused_by_layers_and_invert(tiny, tmp_path):
+    # before: a caffemodel renamed .onnx parsed as an empty graph ("no layer or blob named 'fc5'; available: ")
+    fake = tmp_path / "weights.onnx"
+    fake.write_bytes((tiny / "posenet.caffemodel").read_bytes())
+    _fails(["layers", fake], "weights.onnx", "not an ONNX model")
+    _fails(["invert", "-m", fake, "-l", "fc5", "-o", tmp_path / "out"], "weights.onnx", "not an ONNX model")
+
+
+def test_invert_takes_a_node_name_of_a_foreign_model(tmp_path):
+    # before: only the value name '/0/Conv_output_0' worked, though 'preimage layers' lists '/0/Conv'
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    path = tmp_path / "foreign.onnx"
+    torch.onnx.export(net, torch.zeros(1, 3, 16, 16), str(path), dynamo=False)
+    r = CliRunner().invoke(cli, ["invert", "-m", str(path), "-l", "/0/Conv", "--iters", "1", "--set", "fine_iters=0",
+                                 "--device", "cpu", "-o", str(tmp_path / "out"), samples.paths()[0]])
+    assert r.exit_code == 0, r.output
+    assert "/0/Conv" in r.output and (tmp_path / "out" / "index.html").exists()

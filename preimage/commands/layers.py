@@ -62,6 +62,9 @@ def layers(model, blobs, as_json, torch_view):
             loaded = onnx.load(model, load_external_data=False)
         except Exception as e:  # a damaged file: say so in one line
             raise PreimageError(f"not a readable ONNX model ({str(e).splitlines()[0][:120]})", path=model) from None
+        from ..converters.onnx_torch.graph import check_is_model
+
+        check_is_model(loaded, model)  # protobuf reads many other files as an empty graph
     table = layer_table(loaded)
     inv = _invertible(model) if torch_view else None
     if inv is not None:

@@ -27,3 +27,19 @@ def torch7_corpus():
     if not TORCH7_CORPUS.is_dir():
         pytest.skip(f"Torch7 conformance corpus not found at {TORCH7_CORPUS}")
     return TORCH7_CORPUS
+
+
+@pytest.fixture(scope="session")
+def tiny_posenet(tmp_path_factory):
+    """A quarter-width PoseNet at 61x61 with seeded random weights: posenet.prototxt, posenet.caffemodel
+    and the converted posenet.onnx side by side in one folder (tests only read it)."""
+    from preimage.converters.caffe.convert import convert_caffe
+    from preimage.converters.caffe.writer import write_caffemodel
+    from preimage.models import architectures
+
+    d = tmp_path_factory.mktemp("tiny_posenet")
+    proto = d / "posenet.prototxt"
+    proto.write_text(architectures.posenet(width=0.25, input_size=61))
+    write_caffemodel(str(d / "posenet.caffemodel"), str(proto))
+    convert_caffe(str(proto), str(d / "posenet.caffemodel"), str(d / "posenet.onnx"))
+    return d

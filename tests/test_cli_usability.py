@@ -11,19 +11,10 @@ from preimage.errors import PreimageError
 from preimage.models import samples
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A quarter-width PoseNet at 61x61: prototxt, caffemodel and converted .onnx side by side."""
-    from preimage.converters.caffe.convert import convert_caffe
-    from preimage.converters.caffe.writer import write_caffemodel
-    from preimage.models import architectures
-
-    d = tmp_path_factory.mktemp("usability")
-    proto = d / "posenet.prototxt"
-    proto.write_text(architectures.posenet(width=0.25, input_size=61))
-    write_caffemodel(str(d / "posenet.caffemodel"), str(proto))
-    convert_caffe(str(proto), str(d / "posenet.caffemodel"), str(d / "posenet.onnx"))
-    return d
+@pytest.fixture
+def tiny(tiny_posenet):
+    """The shared quarter-width PoseNet folder (tests/conftest.py)."""
+    return tiny_posenet
 
 
 def _fails(args, *needles):

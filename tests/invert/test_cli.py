@@ -8,18 +8,9 @@ from preimage.cli import cli
 from preimage.models import samples
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    from preimage.converters.caffe.convert import convert_caffe
-    from preimage.converters.caffe.writer import write_caffemodel
-    from preimage.models import architectures
-
-    d = tmp_path_factory.mktemp("tiny")
-    proto = d / "posenet.prototxt"
-    proto.write_text(architectures.posenet(width=0.25, input_size=61))
-    write_caffemodel(str(d / "posenet.caffemodel"), str(proto))
-    convert_caffe(str(proto), str(d / "posenet.caffemodel"), str(d / "posenet.onnx"))
-    return str(d / "posenet.onnx")
+@pytest.fixture
+def tiny_onnx(tiny_posenet):
+    return str(tiny_posenet / "posenet.onnx")
 
 
 def _invoke(args):

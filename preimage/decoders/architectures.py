@@ -16,18 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import PreimageError
+from ..registry import Registry
 
-ARCHITECTURES = {}
-
-
-def register(name):
-    """Decorator: add an architecture builder to :data:`ARCHITECTURES` under ``name``."""
-
-    def deco(fn):
-        ARCHITECTURES[name] = fn
-        return fn
-
-    return deco
+ARCHITECTURES = Registry("decoder architecture")
+register = ARCHITECTURES.register
 
 
 def build_decoder(arch, feature_shape, image_shape, encoder=None, **options):

@@ -10,15 +10,16 @@ Spec strings (CLI ``--experiment``): ``NAME`` or ``NAME=VALUE``, e.g. ``topk=5``
 import torch
 
 from ..errors import PreimageError
+from ..registry import Registry
 
-EXPERIMENTS = {}
+EXPERIMENTS = Registry("experiment")
 
 
 def register(name, param=None):
+    """Register an experiment; ``param`` names the value it takes after '=' (None: takes none)."""
     def deco(fn):
         fn.param = param
-        EXPERIMENTS[name] = fn
-        return fn
+        return EXPERIMENTS.register(name)(fn)
 
     return deco
 

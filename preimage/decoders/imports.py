@@ -11,17 +11,10 @@ import os
 import torch
 
 from ..errors import PreimageError
+from ..registry import Registry
 
-IMPORTERS = {}
-
-
-def register(*suffixes):
-    def deco(fn):
-        for s in suffixes:
-            IMPORTERS[s] = fn
-        return fn
-
-    return deco
+IMPORTERS = Registry("decoder importer")
+register = IMPORTERS.register
 
 
 def read_torch_file(path):

@@ -4,7 +4,7 @@ shape), a 0/1 ``mask`` (broadcastable to phi, or None) and a per-sample normalis
 """
 import torch
 
-from .registry import Registry
+from ..registry import Registry
 
 OBJECTIVES = Registry("objective")
 register = OBJECTIVES.register

@@ -16,7 +16,7 @@ rate multiplied by H W); ``"none"`` steps on the gradient of E itself.
 """
 import torch
 
-from .registry import Registry
+from ..registry import Registry
 
 HOOKS = Registry("step hook")
 

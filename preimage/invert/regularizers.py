@@ -5,7 +5,7 @@ Formulas: ../shared/reference/methods.md (Mahendran & Vedaldi 2016, section 1; P
 """
 import torch
 
-from .registry import Registry
+from ..registry import Registry
 
 REGULARIZERS = Registry("regularizer")
 register = REGULARIZERS.register

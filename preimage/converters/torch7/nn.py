@@ -16,20 +16,13 @@ import math
 import numpy as np
 
 from ...errors import FormatError, UnsupportedError
+from ...registry import Registry
 from .build import Node
 from .types import LuaTable, TorchObject
 
-CONVERTERS = {}
+CONVERTERS = Registry("Torch7 module converter")
+converts = CONVERTERS.register  # @converts("nn.ReLU", "cudnn.ReLU"): one converter for those class names
 _REQUIRED = object()
-
-
-def converts(*names):
-    """Register a converter for the given Torch7 class names."""
-    def register(fn):
-        for n in names:
-            CONVERTERS[n] = fn
-        return fn
-    return register
 
 
 class Ctx:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import FormatError, PreimageError, UnsupportedError
+from ...registry import Registry
 from .streams import AsciiStream, BinaryStream
 from .types import LuaFunction, LuaTable, T7Storage, T7Tensor, TorchObject, tensor_class
 
@@ -45,15 +46,8 @@ _CHILD = object()  # what an object reader yields to ask the driver for the next
 # Torch classes that write their own layout instead of a table of fields: name -> generator function
 # ``reader(r, obj)`` that reads the body into ``obj`` (a TorchObject already memoised) using
 # ``r.stream`` and ``(yield _CHILD)`` for nested objects. One registered function per class.
-CLASS_READERS = {}
-
-
-def class_reader(*names):
-    def register(fn):
-        for n in names:
-            CLASS_READERS[n] = fn
-        return fn
-    return register
+CLASS_READERS = Registry("Torch7 class reader")
+class_reader = CLASS_READERS.register
 
 
 @class_reader("tds.Hash")

@@ -9,7 +9,10 @@ shapes via ``b.shape(x)``). It must produce every name in ``b.outs`` (one per to
     def absval(b, layer, xs):
         b.op("Abs", xs, out=b.outs[0], shape=b.shape(xs[0]))
 """
-EMITTERS = {}
+from ....registry import Registry
+
+EMITTERS = Registry("Caffe layer type")
+register = EMITTERS.register
 
 # Layers that feed data: they become graph inputs (their transform_param is kept as metadata).
 DATA_TYPES = {"Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData", "Python",
@@ -17,14 +20,6 @@ DATA_TYPES = {"Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData
 # Training-only layers, dropped with a notice.
 DROPPED_TYPES = {"SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss",
                  "SigmoidCrossEntropyLoss", "ContrastiveLoss", "Accuracy", "Silence", "HDF5Output"}
-
-
-def register(*types):
-    def deco(fn):
-        for t in types:
-            EMITTERS[t] = fn
-        return fn
-    return deco
 
 
 def supported_types():

@@ -338,6 +338,8 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
         with atomic_path(ckpt_path) as tmp:
             torch.save(state, tmp)
 
+    grid_batch = []
+
     def validate(it):
         gen.eval()
         sq = torch.zeros(2, device=device, dtype=torch.float64)
@@ -350,9 +352,12 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
         _all_sum(sq, world)
         val = (sq[0] / sq[1]).item() if sq[1] > 0 else None
         if rank == 0 and len(val_rows):
-            f, im = next(iterate_rows(store, val_rows[:cfg.grid_images], cfg.grid_images, device))
+            if not grid_batch:  # the same validation rows every time: read and transform them once
+                f, im = next(iterate_rows(store, val_rows[:cfg.grid_images], cfg.grid_images, device))
+                grid_batch.extend((f, target_tf(im)))
+            f, target = grid_batch
             with torch.no_grad():
-                _grid(target_tf, gen(f), target_tf(im), os.path.join(run_dir, "samples", f"iter-{it:07d}.png"), writer, it)
+                _grid(target_tf, gen(f), target, os.path.join(run_dir, "samples", f"iter-{it:07d}.png"), writer, it)
         gen.train()
         return val
 

@@ -71,8 +71,7 @@ def validate_models(models, image, folder, log=print):
 
     results = {}
     for net, files in models.items():
-        fx = load_features(files["onnx"], device="cpu")
-        blobs = list(G.metadata(fx.onnx_model, "preimage.blobs", {}) or {})
+        blobs = list(G.blob_map(G.read_model(files["onnx"])))  # metadata only: no torch module for it
         fx = load_features(files["onnx"], outputs=blobs, device="cpu", keys="blobs")
         x = fx.preprocess.load([image])
         with torch.no_grad():

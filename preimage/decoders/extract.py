@@ -47,10 +47,8 @@ def resolve_encoder(model, layer, device="cpu"):
     """``model``: a path (.onnx / .prototxt, loaded with the ONNX -> torch converter) or a callable
     ``x -> {name: tensor}``; returns the callable and its Preprocess (``.preprocess`` or the default)."""
     if isinstance(model, (str, os.PathLike)):
-        try:
-            from ..converters.onnx_torch.load import load_features
-        except ImportError as e:
-            raise PreimageError(f"loading models needs the ONNX -> PyTorch converter, which is not available ({e})") from None
+        from ..converters.onnx_torch.load import load_features
+
         model = load_features(os.fspath(model), [layer] if isinstance(layer, str) else list(layer), device=device)
     pre = getattr(model, "preprocess", None) or Preprocess()
     return model, pre

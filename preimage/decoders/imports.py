@@ -73,10 +73,7 @@ def _onnx_like(path):
 @register(".prototxt")
 def caffe_decoder(path):
     """A Caffe deploy prototxt (weights: the .caffemodel beside it), through the Caffe converter."""
-    try:
-        return _onnx_like(path)
-    except ImportError as e:
-        raise PreimageError(f"importing a Caffe decoder needs the Caffe converter, which is not available ({e})") from None
+    return _onnx_like(path)
 
 
 @register(".onnx")
@@ -97,13 +94,8 @@ def _first_input_shape(module):
 @register(".t7")
 def torch7_decoder(path):
     """A Torch7 nn model, through the Torch7 converter."""
-    try:
-        from ..converters.torch7 import load_t7_model
-    except ImportError:
-        try:
-            from ..converters.torch7.convert import load_t7_model
-        except ImportError as e:
-            raise PreimageError(f"importing a Torch7 decoder needs the Torch7 converter, which is not available ({e})") from None
+    from ..converters.torch7 import load_t7_model
+
     net = load_t7_model(path)
     return net, _first_input_shape(net), {"format": "torch7", "file": os.path.abspath(path)}
 

@@ -63,11 +63,8 @@ def open_model(model, layers, device="cpu", preprocess=None):
         path = os.fspath(model)
         if not os.path.exists(path):
             raise PreimageError("model file not found", path=path)
-        try:
-            from ..converters.onnx_torch.load import load_features
-        except ImportError as e:  # the ONNX -> torch part is not installed/available
-            raise PreimageError(f"cannot load models: preimage.converters.onnx_torch is unavailable ({e})",
-                                path=path) from None
+        from ..converters.onnx_torch.load import load_features
+
         fx = load_features(path, outputs=list(layers), device=str(device))
         name = os.path.splitext(os.path.basename(path))[0]
     elif hasattr(model, "onnx_model") or hasattr(model, "ParseFromString"):

@@ -108,16 +108,13 @@ class FeatureExtractor(nn.Module):
     @property
     def receptive_fields(self):
         if self._receptive_fields is None:
-            try:
-                from ..geometry import receptive_fields
-            except ImportError:
-                self._receptive_fields = {}
-            else:
-                rf = receptive_fields(self.onnx_model)
-                for name, value in self._values.items():  # also under the requested names (blob, node names)
-                    if value in rf:
-                        rf.setdefault(name, rf[value])
-                self._receptive_fields = rf
+            from ..geometry import receptive_fields
+
+            rf = receptive_fields(self.onnx_model)
+            for name, value in self._values.items():  # also under the requested names (blob, node names)
+                if value in rf:
+                    rf.setdefault(name, rf[value])
+            self._receptive_fields = rf
         return self._receptive_fields
 
     @property

@@ -10,7 +10,7 @@
 """
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -37,6 +37,7 @@ class Run:
     results: List[Dict] = field(default_factory=list)
     interrupted: bool = False
     seconds: float = 0.0
+    device: str = "cpu"
 
     def write(self, out_dir, title=None):
         from .report import write_report
@@ -76,7 +77,7 @@ def _prepare(model, layers, images, device, preprocess, size):
     size = list(size or m.input_size or [])
     if len(size) != 2:
         raise PreimageError("the model does not say its input size; pass size=(H, W) / --size", where="--size")
-    m.input_size = size
+    m = replace(m, input_size=size)  # never change a Model the caller passed in
     if isinstance(images, (str, os.PathLike)):  # one path, not its characters
         images = [images]
     paths = list(images) if images else bundled.paths()
@@ -103,8 +104,7 @@ def _features(m, x, batch=16):
 
 def _run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress):
     run = Run(kind=kind, model=m, config=cfg, images=names, originals=None if x0 is None else x0.cpu(),
-              layers=layers, seeds=seeds)
-    run.device = str(device)
+              layers=layers, seeds=seeds, device=str(device))
     bs = batch_size or len(samples)
     t0 = time.perf_counter()
     chunks = [samples[i:i + bs] for i in range(0, len(samples), bs)]

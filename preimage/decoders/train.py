@@ -65,22 +65,20 @@ class TrainConfig:
 
 
 def _dist_setup(device):
-    """Initialise torch.distributed when launched by torchrun; returns (rank, world, device)."""
+    """Initialise torch.distributed when launched by torchrun; returns (rank, world, device, whether
+    this call opened the process group, so that the caller closes it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, device
+        return 0, 1, device, False
     import torch.distributed as dist
 
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    opened = not dist.is_initialized()
+    if opened:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        _OWNED_GROUP.append(True)
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-_OWNED_GROUP = []  # process groups train_decoder opened (closed when it returns)
+    return dist.get_rank(), dist.get_world_size(), device, opened
 
 
 def _all_mean(t, world):
@@ -218,7 +216,7 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
     run_dir = os.fspath(run_dir)
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     device = resolve_device(device)
-    rank, world, device = _dist_setup(device)
+    rank, world, device, opened_group = _dist_setup(device)
     ckpt = None
     if os.path.isfile(ckpt_path):
         ckpt = load_checkpoint(ckpt_path)
@@ -470,10 +468,9 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
         bar.close()
         if writer is not None:
             writer.close()
-        if _OWNED_GROUP:
+        if opened_group:
             import torch.distributed as dist
 
-            _OWNED_GROUP.clear()
             dist.destroy_process_group()
     if not last and rank == 0 and os.path.isfile(metrics_path):  # nothing left to do: report the last logged step
         logged = read_metrics(run_dir)

@@ -158,11 +158,11 @@ def project_ball(x, grad, cfg):
 def clip_small_contributions(x, grad, cfg):
     """Zero the pixels whose contribution |sum_c grad * x| is below the given per-sample percentile
     (zero is the mean colour since x is mean subtracted); grad from before the step, x after it."""
-    if not cfg.clip_percentile:
+    q = cfg.clip_percentile
+    if not isinstance(q, torch.Tensor) and not q:
         return
     n = x.shape[0]
     contrib = (grad * x).sum(dim=1).abs().reshape(n, -1)  # N x HW
-    q = cfg.clip_percentile
     if isinstance(q, torch.Tensor):  # per-sample percentiles (batched trials): row i at its own q_i
         q = q.reshape(-1).to(contrib.dtype) / 100.0
         threshold = torch.quantile(contrib, q, dim=1).diagonal().unsqueeze(1)

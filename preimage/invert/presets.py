@@ -332,7 +332,7 @@ def schedule(cfgs):
     else:
         raise PreimageError(f"unknown optimizer {base.optimizer!r}; expected adagrad or adam", where="--set optimizer")
     stages = [Stage(base.iters, 1.0, base.jitter), Stage(base.fine_iters, base.fine_scale, False)]
-    hook_params = {"Bplus": _col(cfgs, lambda c: c.Bplus), "clip_percentile": _col(cfgs, lambda c: c.clip_percentile)}
+    hook_params = {"Bplus": _col(cfgs, lambda c: c.Bplus), "clip_percentile": _col(cfgs, lambda c: c.clip_percentile or 0.0)}
     return Schedule(stages, base.optimizer, hyper, list(base.hooks), hook_params, base.grad_scale)
 
 

@@ -155,7 +155,7 @@ def load_input(input, model, reference_path=None, reference=None):
         raise PreimageError(f"no input given and none found in the reference or beside it (expected the input "
                             f"blob(s) {names} in the reference, or inputs.npz / input.npy); pass --input")
     path = os.fspath(input)
-    from ..models.preprocess import IMAGE_SUFFIXES, Preprocess
+    from ..preprocess import IMAGE_SUFFIXES, Preprocess
 
     if path.lower().endswith(IMAGE_SUFFIXES):
         if len(names) != 1:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError, PreimageError
-from ..models.preprocess import Preprocess
+from ..preprocess import Preprocess
 
 FORMAT = "preimage-features/1"
 SPLITS = ("train", "val", "test")

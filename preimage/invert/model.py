@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..errors import PreimageError
-from ..models.preprocess import Preprocess
+from ..preprocess import Preprocess
 
 
 @dataclass

@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 from ..fileio import write_text_atomic
-from ..models.preprocess import save_image
+from ..preprocess import save_image
 
 PAD = 4
 

@@ -99,7 +99,7 @@ class FeatureExtractor(nn.Module):
     @property
     def preprocess(self):
         if self._preprocess is None:
-            from ...models.preprocess import Preprocess
+            from ...preprocess import Preprocess
 
             self._preprocess = Preprocess.from_onnx(self.onnx_model)
             self._preprocess.base_dir = self._base_dir

@@ -113,8 +113,8 @@ class Preprocess:
         d.pop("base_dir")
         return {k: v for k, v in d.items() if v is not None and v != []}
 
-    # -- the mean as an array broadcastable to C x H x W, in network channel order
-    def _mean_array(self, size):
+    def mean_array(self, size):
+        """The mean as a float32 array broadcastable to C x H x W (``size`` = (H, W)), network channel order."""
         if self.mean_file:
             path = self.mean_file
             if self.base_dir and not os.path.isabs(path):
@@ -135,12 +135,12 @@ class Preprocess:
         if self.channel_order.upper() == "BGR":
             img = img[..., ::-1]
         chw = np.ascontiguousarray(img.transpose(2, 0, 1)) * (self.raw_scale / 255.0)
-        return ((chw - self._mean_array(chw.shape[1:])) * self.scale).astype(np.float32)
+        return ((chw - self.mean_array(chw.shape[1:])) * self.scale).astype(np.float32)
 
     def array_to_image(self, x):
         """C x H x W network input -> H x W x 3 RGB float in [0, 255] (not clipped)."""
         x = np.asarray(x, dtype=np.float32)
-        chw = (x / self.scale + self._mean_array(x.shape[1:])) * (255.0 / self.raw_scale)
+        chw = (x / self.scale + self.mean_array(x.shape[1:])) * (255.0 / self.raw_scale)
         img = chw.transpose(1, 2, 0)
         return img[..., ::-1] if self.channel_order.upper() == "BGR" else img
 

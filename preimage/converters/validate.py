@@ -253,14 +253,14 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
 
     from .onnx_torch import graph as G
     from ..device import resolve_device
-    from .onnx_torch.load import _open, load_features
+    from .onnx_torch.load import load_features, open_onnx
 
     if keys not in ("blobs", "layers"):
         raise PreimageError(f"keys must be 'blobs' or 'layers', not {keys!r}")
     if backend not in ("torch", "onnxruntime", "both"):
         raise PreimageError(f"backend must be torch, onnxruntime or both, not {backend!r}")
     check_reference_paths(reference, grads)
-    onnx_model, base_dir, where = _open(model)
+    onnx_model, base_dir, where = open_onnx(model)
     ref = load_arrays(reference)
     inputs = load_input(input, onnx_model, reference, ref)
     report = Report(str(where), os.fspath(reference), rtol, grad_rtol)
@@ -288,7 +288,7 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
         xs = {n: torch.from_numpy(inputs[n]).to(dev) for n in net.input_names}
         for n, x in xs.items():
             try:
-                net._check_input(n, x)
+                net.check_input(n, x)
             except PreimageError as e:
                 raise PreimageError(f"{e}; the input came from {input or 'the reference'}") from None
         if "torch" in backends:

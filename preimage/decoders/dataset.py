@@ -125,7 +125,7 @@ class TargetTransform(torch.nn.Module):
         self.bgr = preprocess.channel_order.upper() == "BGR"
         self.raw = float(preprocess.raw_scale) / 255.0
         self.scale = float(preprocess.scale)
-        mean = torch.from_numpy(np.ascontiguousarray(preprocess._mean_array(tuple(image_shape[1:]))))
+        mean = torch.from_numpy(np.ascontiguousarray(preprocess.mean_array(tuple(image_shape[1:]))))
         self.register_buffer("mean", mean.float().reshape(1, *mean.shape), persistent=False)
 
     def forward(self, img):

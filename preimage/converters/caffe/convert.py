@@ -57,6 +57,14 @@ def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_wei
                               input_shapes=input_shapes).model
 
 
+def random_blobs(prototxt, seed=0):
+    """The seeded parameters a weightless conversion draws, ``{layer: {blob index: np.ndarray}}``, without
+    building a model copy of them (what :func:`preimage.converters.caffe.writer.random_weights` writes)."""
+    used = {}
+    convert_caffe_full(prototxt, weightless=True, seed=seed, _collect_blobs=used)
+    return used
+
+
 def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
                        weightless=False, input_shapes=None, keep_weights=True, _collect_blobs=None):
     """:func:`convert_caffe` returning a :class:`Conversion` (model, notices). ``weightless=True``: no

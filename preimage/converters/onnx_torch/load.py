@@ -21,7 +21,7 @@ from . import fuse
 from . import graph as G
 
 
-def _open(model):
+def open_onnx(model):
     """(ModelProto, base folder or None, display name) from a path, a prototxt, or a ModelProto."""
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
@@ -138,10 +138,10 @@ class FeatureExtractor(nn.Module):
             raise PreimageError(f"expected {len(self.input_names)} input(s) {self.input_names}, got {len(args)}")
         inputs = dict(zip(self.input_names, args))
         for name, x in inputs.items():
-            self._check_input(name, x)
+            self.check_input(name, x)
         return inputs
 
-    def _check_input(self, name, x):
+    def check_input(self, name, x):
         """A clear message instead of a deep torch traceback for a wrongly shaped input (cheap: no sync)."""
         if not isinstance(x, torch.Tensor):
             raise PreimageError(f"input {name!r} must be a torch.Tensor, got {type(x).__name__}")
@@ -195,7 +195,7 @@ def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None):
     ``device``: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch.device. ``dtype``: e.g. ``torch.float64``.
     A name the model does not have raises :class:`PreimageError` listing the available names.
     """
-    onnx_model, base_dir, where = _open(model)
+    onnx_model, base_dir, where = open_onnx(model)
     if outputs is None:
         outputs = [o.name for o in onnx_model.graph.output]
     elif isinstance(outputs, str):

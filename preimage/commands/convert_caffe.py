@@ -3,6 +3,8 @@ import os
 
 import click
 
+from .options import parse_shape
+
 
 @click.command("caffe", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("prototxt", type=click.Path(dir_okay=False))
@@ -42,10 +44,10 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
     for item in input_shapes:
         name, _, dims = item.partition("=")
         try:
-            shapes[name.strip()] = [int(d) for d in dims.replace("x", ",").split(",")]  # "1,3,x": a typo
-        except ValueError:
+            shapes[name.strip()] = list(parse_shape(dims))  # "1,3,x": a typo, not (1, 3)
+        except click.BadParameter:
             raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape") from None
-        if not name.strip() or not shapes[name.strip()]:
+        if not name.strip():
             raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape")
     conv = convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed,
                               input_shapes=shapes, keep_weights=False)  # the file is all we need

@@ -1,12 +1,12 @@
 """``preimage invert``, ``maximize`` and ``caricature``: thin click layers over :mod:`preimage.invert.api`."""
 import click
 
-from .model_path import model_path
+from .options import device_option, model_option, size_option
 
 
 def _common(f):
     opts = [
-        click.option("--model", "-m", required=True, callback=model_path, help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
+        model_option(help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
         click.option("--layer", "-l", "layers", multiple=True, required=True, help="Layer (or blob) to use; repeat for several."),
         click.option("--preset", default="mahendran2016", show_default=True, type=click.Choice(["mahendran2016", "posenet2016"]),
                      help="Published method whose constants to use."),
@@ -17,8 +17,8 @@ def _common(f):
                      help="Override any preset parameter, e.g. --set B=100 --set eta0=200 --set jitter=false "
                           "--set weight.tv=0.5 --set fine_iters=0 (see docs/invert.md for the list)."),
         click.option("--batch-size", type=click.IntRange(min=1), help="Samples optimised together (default: all in one batch)."),
-        click.option("--size", nargs=2, type=click.IntRange(min=1), metavar="H W", help="Input size when the model does not declare one."),
-        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto."),
+        size_option(help="Input size when the model does not declare one."),
+        device_option(),
         click.option("--out", "-o", "out", type=click.Path(file_okay=False), help="Output folder (default: KIND-MODEL, e.g. invert-alexnet)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]

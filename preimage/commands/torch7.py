@@ -4,6 +4,7 @@ from pathlib import Path
 import click
 
 from ..errors import PreimageError
+from .options import shape_callback
 
 _LONG = click.Choice(["auto", "8", "4"])
 
@@ -20,23 +21,11 @@ def _not_caffe(ctx, param, value):
     return value
 
 
-def _shape(ctx, param, value):
-    if value is None:
-        return None
-    try:  # every part must be a number: "1,3,x" is a typo, not the shape (1, 3)
-        shape = tuple(int(s) for s in value.replace("x", ",").split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers like 1,3,224,224, got {value!r}") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise click.BadParameter(f"expected positive sizes like 1,3,224,224, got {value!r}")
-    return shape
-
-
 @click.command("torch7")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path), callback=_not_caffe)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="MODEL.onnx (needs --input-shape) or MODEL.pt (PyTorch checkpoint). Default: MODEL.onnx beside MODEL.t7.")
-@click.option("--input-shape", callback=_shape, metavar="N,C,H,W",
+@click.option("--input-shape", callback=shape_callback, metavar="N,C,H,W",
               help="Input shape for ONNX export (a .t7 file does not record it), e.g. 1,3,224,224.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Weight type. Torch7 models were often double; float64 reproduces them bit for bit.")

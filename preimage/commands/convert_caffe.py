@@ -1,4 +1,5 @@
 """``preimage convert caffe``: a thin click layer over :func:`preimage.converters.caffe.convert_caffe`."""
+import json
 import os
 
 import click
@@ -36,7 +37,7 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
     V1 (2014-era 'layers') files, declared inputs and data layers are read; loss and accuracy
     layers are dropped. Then try: preimage layers NET.onnx
     """
-    from ..converters.caffe.convert import convert_caffe_full
+    from ..converters.caffe.convert import convert_caffe_full  # deferred: onnx; --help stays fast
 
     if output is None:
         output = os.path.splitext(prototxt)[0] + ".onnx"
@@ -55,8 +56,6 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
         click.echo(f"warning: {note}", err=True)
     m = conv.model
     n_params = conv.n_params
-    import json
-
     meta = {p.key: p.value for p in m.metadata_props}
     layers = json.loads(meta.get("preimage.layers", "[]"))
     ins = ", ".join(f"{i.name} {_dims(i)}" for i in m.graph.input)

@@ -62,7 +62,7 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
       preimage decoder extract -m alexnet.onnx -l fc8 -i photos/ -o feats/
       preimage decoder extract -m posenet.onnx -l fc5 -i list.txt --size 101 101 --shard-size 4096 -o feats/
     """
-    from ..decoders.extract import extract_features
+    from ..decoders.extract import extract_features  # deferred: torch; --help stays fast
 
     idx = extract_features(model, layer, images, output, size=size, batch=batch, shard_size=shard_size,
                            split=_numbers(split, float, "--split", 3), seed=seed, device=device, feature_dtype=dtype,
@@ -109,7 +109,7 @@ def train(features, arch, output, batch, iters, lr, lr_steps, lr_gamma, width, l
       preimage decoder train feats/ --arch mirror --model posenet.onnx --iters 140000 --lr-steps 80000,120000 -o runs/pose
       torchrun --nproc_per_node 4 --no-python preimage decoder train feats/ --arch alexnet_conv5 -o runs/c5
     """
-    from ..decoders.train import train_decoder
+    from ..decoders.train import train_decoder  # deferred: torch; --help stays fast
 
     opts = dict(batch=batch, iters=iters, lr=lr, lr_steps=_numbers(lr_steps, int, "--lr-steps"), lr_gamma=lr_gamma,
                 log_every=log_every, val_every=val_every, ckpt_every=ckpt_every, seed=seed, amp=amp,
@@ -149,6 +149,7 @@ def apply(images, decoder_path, model, layer, output, experiment, stats, feature
       preimage decoder apply -d runs/fc8/checkpoint.pt -e gaussian=16 --stats feats/ -o out/
       preimage decoder apply -d fc8_decoder.prototxt -m alexnet.onnx -l fc8 cat.jpg -o out/
     """
+    # deferred: torch; 'preimage decoder apply --help' stays fast
     from ..decoders.apply import apply_decoder, load_decoder
     from ..decoders.experiments import parse_spec
     from ..device import resolve_device

@@ -30,7 +30,7 @@ def demo(out, device, iters, fine_iters, seeds, quick, quiet, images):
       preimage demo -o /tmp/demo --device cuda --seeds 2
       preimage demo --quick
     """
-    from ..models.demo import run_demo
+    from ..models.demo import run_demo  # deferred: torch, onnx, the whole package; --help stays fast
 
     run_demo(out, quick=quick, device=device, iters=iters, fine_iters=fine_iters, seeds=seeds,
              images=list(images) or None, progress=not quiet, log=click.echo)

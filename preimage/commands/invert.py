@@ -1,6 +1,9 @@
 """``preimage invert``, ``maximize`` and ``caricature``: thin click layers over :mod:`preimage.invert.api`."""
+import os
+
 import click
 
+from ..errors import PreimageError
 from .options import device_option, model_option, size_option
 
 
@@ -31,7 +34,6 @@ def _overrides(sets, C):
     out = {}
     for s in sets:
         if "=" not in s:
-            from ..errors import PreimageError
             raise PreimageError(f"expected KEY=VALUE, got {s!r}", where="--set")
         k, v = s.split("=", 1)
         out[k.strip()] = v.strip()
@@ -42,10 +44,6 @@ def _overrides(sets, C):
 
 def _out_dir(out, kind, model):
     """The output folder (default KIND-MODEL), checked before minutes of optimisation rather than after."""
-    import os
-
-    from ..errors import PreimageError
-
     out = out or f"{kind}-{os.path.splitext(os.path.basename(model))[0]}"
     p = os.path.abspath(out)
     while not os.path.exists(p):
@@ -58,7 +56,7 @@ def _out_dir(out, kind, model):
 
 
 def _finish(run, out, default_out):
-    from ..invert.report import summary
+    from ..invert.report import summary  # deferred (torch); 'preimage invert --help' stays fast
 
     out = out or default_out
     onnx_model = getattr(run.model.features, "onnx_model", None)
@@ -101,7 +99,7 @@ def invert(model, layers, preset, seeds, iters, C, sets, batch_size, size, devic
       preimage invert -m alexnet.onnx -l conv5 --mask window:5 --iters 100 --device cuda
       preimage invert -m alexnet.onnx -l relu5 --set B=100 --set fine_iters=0 -o out/
     """
-    from ..invert import api
+    from ..invert import api  # deferred: torch, onnx; --help stays fast
 
     out = _out_dir(out, "invert", model)
     run = api.invert(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,
@@ -129,7 +127,7 @@ def maximize(model, layers, preset, seeds, iters, C, sets, batch_size, size, dev
       preimage maximize --model alexnet.onnx --layer fc8 --unit 281 --seeds 3
       preimage maximize -m alexnet.onnx -l conv5 -u 0 -u 1 -u 2 --device cuda
     """
-    from ..invert import api
+    from ..invert import api  # deferred: torch, onnx; --help stays fast
 
     out = _out_dir(out, "maximize", model)
     run = api.maximize(model, list(layers), list(units), list(images) or None, preset=preset, seeds=seeds,
@@ -151,7 +149,7 @@ def caricature(model, layers, preset, seeds, iters, C, sets, batch_size, size, d
       preimage caricature --model alexnet.onnx --layer conv4 cat.jpg
       preimage caricature -m vggm.onnx -l relu5 -l fc8 --iters 200 photo.jpg
     """
-    from ..invert import api
+    from ..invert import api  # deferred: torch, onnx; --help stays fast
 
     out = _out_dir(out, "caricature", model)
     run = api.caricature(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,

@@ -51,7 +51,7 @@ def convert_torch7(model, output, input_shape, dtype, key, long_size, opset, sta
       net = load_checkpoint("net.pt")          # eval mode, same forward as in Lua
     Or skip the file: preimage.converters.torch7.load_t7_model("net.t7").
     """
-    from ..converters.torch7.convert import convert_torch7 as convert, t7_to_node
+    from ..converters.torch7.convert import convert_torch7 as convert, t7_to_node  # deferred: torch, onnx
 
     output = output or model.with_suffix(".onnx")
     if output.suffix not in (".onnx", ".pt", ".pth"):
@@ -70,6 +70,7 @@ def convert_torch7(model, output, input_shape, dtype, key, long_size, opset, sta
 
 
 def _check_onnx(module, path, shape):
+    # deferred: onnxruntime and torch, only for --check
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -107,6 +108,7 @@ def inspect(model, depth, max_items, buffers, long_size):
     Nothing in the file is executed (serialised Lua functions are shown, never run). Tensors that share
     a storage (models flattened with getParameters) show the same storage number.
     """
+    # deferred: the reader loads torch; 'preimage inspect --help' stays fast
     from ..converters.torch7.reader import read_t7
     from ..converters.torch7.tree import outline
 

@@ -1,6 +1,7 @@
 """``preimage validate``: thin click layer over :func:`preimage.converters.validate.validate`."""
 import click
 
+from ..errors import PreimageError
 from .options import device_option, model_option
 
 
@@ -43,8 +44,7 @@ def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, gr
       preimage validate -m alexnet.onnx -r blobs.npz --grads grads.npz --json report.json
       preimage validate -m net.prototxt -r dump/ --input cat.jpg      # folder of .npy, image input
     """
-    from ..converters.validate import validate as run, write_json
-    from ..errors import PreimageError
+    from ..converters.validate import validate as run, write_json  # deferred: torch, onnx; --help stays fast
 
     try:
         report = run(model, reference, input=input_, grads=grads, keys=keys, backend=backend, rtol=rtol,

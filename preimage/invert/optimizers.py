@@ -16,6 +16,7 @@ rate multiplied by H W); ``"none"`` steps on the gradient of E itself.
 """
 import torch
 
+from ..errors import PreimageError
 from ..registry import Registry
 
 HOOKS = Registry("step hook")
@@ -84,7 +85,6 @@ def make(name, cfg):
         return AdaGradMomentum(eta0, rho=cfg.rho)
     if name == "adam":
         return Adam(cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-    from ..errors import PreimageError
     raise PreimageError(f"unknown optimizer {name!r}; expected one of: {', '.join(OPTIMIZERS)}")
 
 

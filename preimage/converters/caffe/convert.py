@@ -9,13 +9,14 @@ value holding its final content (after in-place layers), as pycaffe's ``net.blob
 """
 import json
 import os
+from importlib.metadata import version
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from ...errors import FormatError, PreimageError, UnsupportedError
-from ...fileio import sha256_file
+from ...fileio import atomic_path, sha256_file
 from .builder import Builder, memory_limit_bytes, numel
 from .caffemodel import Caffemodel
 from .onnxfile import FragmentWriter, write_model
@@ -114,8 +115,6 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
             model = _build_model(spec, b, notices, opset, prototxt)
             finish_metadata()
         else:
-            from ...fileio import atomic_path
-
             if wdict is not None and wdict.size >= _ONNX_LIMIT:
                 _too_big(wdict.size, prototxt)
             with atomic_path(output) as tmp, open(tmp, "wb") as f:
@@ -454,7 +453,6 @@ def _layer_values(b, layer):
 
 def _version():
     try:
-        from importlib.metadata import version
         return version("preimage")
     except Exception:
         return "0"

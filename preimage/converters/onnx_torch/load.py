@@ -17,6 +17,9 @@ from torch import nn
 
 from ...device import resolve_device
 from ...errors import PreimageError, UnsupportedError
+from ...preprocess import Preprocess
+from ..caffe.convert import convert_caffe
+from ..geometry import receptive_fields
 from . import fuse
 from . import graph as G
 
@@ -33,8 +36,6 @@ def open_onnx(model):
                 raise PreimageError(f"no weights beside the prototxt (expected {os.path.basename(weights)} in "
                                     "the same folder); or convert it with 'preimage convert caffe NET.prototxt "
                                     "--weights W.caffemodel' and pass the .onnx", path=path)
-            from ..caffe.convert import convert_caffe
-
             return convert_caffe(path, weights), os.path.dirname(os.path.abspath(path)), path
         return G.read_model(path), os.path.dirname(os.path.abspath(path)), path
     if not hasattr(model, "graph"):
@@ -43,6 +44,7 @@ def open_onnx(model):
 
 
 def _check_supported(model, where):
+    # deferred: onnx2torch (with torchvision: seconds to import) only when a model is converted
     from onnx2torch.node_converters import get_converter
 
     opsets = {o.domain: o.version for o in model.opset_import}
@@ -55,9 +57,9 @@ def _check_supported(model, where):
 
 
 def _convert(pruned, where):
-    import onnx2torch
+    import onnx2torch  # deferred: seconds to import (torchvision), only when a model is converted
 
-    from . import ops  # noqa: F401  (installs preimage's converters in onnx2torch's registry)
+    from . import ops  # noqa: F401  deferred with onnx2torch (installs preimage's converters in its registry)
 
     _check_supported(pruned, where)
     try:
@@ -99,8 +101,6 @@ class FeatureExtractor(nn.Module):
     @property
     def preprocess(self):
         if self._preprocess is None:
-            from ...preprocess import Preprocess
-
             self._preprocess = Preprocess.from_onnx(self.onnx_model)
             self._preprocess.base_dir = self._base_dir
         return self._preprocess
@@ -108,8 +108,6 @@ class FeatureExtractor(nn.Module):
     @property
     def receptive_fields(self):
         if self._receptive_fields is None:
-            from ..geometry import receptive_fields
-
             rf = receptive_fields(self.onnx_model)
             for name, value in self._values.items():  # also under the requested names (blob, node names)
                 if value in rf:

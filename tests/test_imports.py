@@ -5,7 +5,7 @@ Nodes are the modules of ``preimage``. An edge A -> B is an import in A of B, or
 the packages ``a.b`` and ``a`` first, so those are edges too, except packages that hold the importer
 itself (Python has those half-initialised already). Imports inside functions count like module-level
 ones: hiding an import in a function does not take the dependency away. The exception is an import
-marked ``# deferred: <why>`` (on its line or in the comment just above): it defers a heavy or optional
+marked ``# deferred: <why>`` (on its line, or by a comment heading its block of imports): it defers a heavy or optional
 dependency on purpose, runs only when that function is called, and is left out of the cycle check.
 
 Asserted: no import cycle, and no module uses another module's underscore names (``from m import _x``,
@@ -14,6 +14,7 @@ Asserted: no import cycle, and no module uses another module's underscore names 
 import ast
 import functools
 import pathlib
+import re
 
 import pytest
 
@@ -53,13 +54,18 @@ def _base(name, is_pkg, node):
 
 
 def _deferred(lines, lineno):
-    """An import marked '# deferred: why' on its line or in the comment lines just above it."""
-    if "# deferred" in lines[lineno - 1]:
+    """An import marked '# deferred: why' in its own comment, or by a comment line heading its block of
+    imports (the import, comment and blank lines just above it)."""
+    if re.search(r"#.*\bdeferred\b", lines[lineno - 1]):
         return True
     i = lineno - 2
-    while i >= 0 and lines[i].strip().startswith("#"):
-        if "# deferred" in lines[i]:
-            return True
+    while i >= 0:
+        line = lines[i].strip()
+        if line.startswith("#"):
+            if re.match(r"#\s*deferred\b", line):
+                return True
+        elif line and not line.startswith(("import ", "from ")):
+            return False
         i -= 1
     return False
 
@@ -82,8 +88,10 @@ def _parsed(name):
 @functools.lru_cache(maxsize=None)
 def imports(name):
     """[(target module, imported name or None, line, function-level, deferred)] of module ``name``."""
-    is_pkg = MODULES[name][1]
-    tree, lines = _parsed(name)
+    return _imports_in(name, MODULES[name][1], *_parsed(name), MODULES)
+
+
+def _imports_in(name, is_pkg, tree, lines, modules):
     inside = _in_function(tree)
     out = []
     for node in ast.walk(tree):
@@ -91,7 +99,7 @@ def imports(name):
             base = _base(name, is_pkg, node)
             for a in node.names:
                 sub = f"{base}.{a.name}"
-                target, what = (sub, None) if sub in MODULES else (base, a.name)
+                target, what = (sub, None) if sub in modules else (base, a.name)
                 out.append((target, what, node.lineno, id(node) in inside, _deferred(lines, node.lineno)))
         elif isinstance(node, ast.Import):
             for a in node.names:
@@ -154,39 +162,44 @@ def cycles(edges):
 def private_uses():
     """[(module, 'target.name', line)] for every use of another module's underscore name."""
     found = []
-    for name in MODULES:
-        tree = _parsed(name)[0]
-        aliases, functions = {}, {}  # local name -> module / -> the module it was imported from
-        for target, what, line, _, _ in imports(name):
-            if what is not None and what.startswith("_") and not what.startswith("__") and target != name:
-                found.append((name, f"{target}.{what}", line))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                base = _base(name, MODULES[name][1], node)
-                for a in node.names:
-                    sub = f"{base}.{a.name}"
-                    if sub in MODULES:
-                        aliases[a.asname or a.name] = sub
-                    elif base.startswith(PACKAGE) and base != name:
-                        functions[a.asname or a.name] = base
-            elif isinstance(node, ast.Import):
-                for a in node.names:
-                    if a.name.startswith(PACKAGE) and a.asname:
-                        aliases[a.asname] = a.name
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
-                chain, v = [], node.value
-                while isinstance(v, ast.Attribute):
-                    chain.append(v.attr)
-                    v = v.value
-                if isinstance(v, ast.Name) and v.id in aliases:
-                    target = ".".join([aliases[v.id]] + chain[::-1])
-                    if target != name:
-                        found.append((name, f"{target}.{node.attr}", node.lineno))
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in functions:
-                for k in node.keywords:
-                    if k.arg and k.arg.startswith("_"):
-                        found.append((name, f"{functions[node.func.id]}.{node.func.id}({k.arg}=)", node.lineno))
+    for name, (_, is_pkg) in MODULES.items():
+        found += _private_in(name, is_pkg, *_parsed(name), MODULES)
+    return found
+
+
+def _private_in(name, is_pkg, tree, lines, modules):
+    found = []
+    for target, what, line, _, _ in _imports_in(name, is_pkg, tree, lines, modules):
+        if what is not None and what.startswith("_") and not what.startswith("__") and target != name:
+            found.append((name, f"{target}.{what}", line))
+    aliases, functions = {}, {}  # local name -> a module / -> the module a function was imported from
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = _base(name, is_pkg, node)
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                if sub in modules:
+                    aliases[a.asname or a.name] = sub
+                elif base.startswith(PACKAGE) and base != name:
+                    functions[a.asname or a.name] = base
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith(PACKAGE):
+                    aliases[a.asname or PACKAGE] = a.name if a.asname else PACKAGE
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            chain, v = [], node.value
+            while isinstance(v, ast.Attribute):
+                chain.append(v.attr)
+                v = v.value
+            if isinstance(v, ast.Name) and v.id in aliases:
+                target = ".".join([aliases[v.id]] + chain[::-1])
+                if target != name:
+                    found.append((name, f"{target}.{node.attr}", node.lineno))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in functions:
+            for k in node.keywords:
+                if k.arg and k.arg.startswith("_"):
+                    found.append((name, f"{functions[node.func.id]}.{node.func.id}({k.arg}=)", node.lineno))
     return found
 
 
@@ -198,6 +211,29 @@ def test_the_walk_sees_the_package():
     assert "preimage.converters.caffe.proto.caffe_pb2" not in g["preimage.preprocess"]  # marked deferred
     assert "preimage.converters.caffe.proto.caffe_pb2" in graph(include_deferred=True)["preimage.preprocess"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+
+
+def test_the_private_check_finds_each_kind():
+    """Each way of reaching into another module's privates, in a made-up module, is found; own ones are not."""
+    src = """
+from .y import _hidden, public
+from . import y
+import preimage.z
+import preimage.z as zz
+from .y import f
+
+def g():
+    from .y import _late  # deferred: still a use of another module's private name
+    y._attr, preimage.z._deep, zz._alias, _own(), f(_mode=1), y.public, f(mode=1)
+
+def _own():
+    pass
+"""
+    modules = {"preimage", "preimage.x", "preimage.y", "preimage.z"}
+    tree = ast.parse(src)
+    found = sorted(t for _, t, _ in _private_in("preimage.x", False, tree, src.splitlines(), modules))
+    assert found == sorted(["preimage.y._hidden", "preimage.y._late", "preimage.y._attr", "preimage.z._deep",
+                            "preimage.z._alias", "preimage.y.f(_mode=)"])
 
 
 def test_preprocess_is_a_low_floor():

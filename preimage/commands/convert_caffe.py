@@ -1,7 +1,10 @@
 """``preimage convert caffe``: a thin click layer over :func:`preimage.converters.caffe.convert_caffe`."""
+import json
 import os
 
 import click
+
+from .options import parse_shape
 
 
 @click.command("caffe", context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,7 +37,7 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
     V1 (2014-era 'layers') files, declared inputs and data layers are read; loss and accuracy
     layers are dropped. Then try: preimage layers NET.onnx
     """
-    from ..converters.caffe.convert import convert_caffe_full
+    from ..converters.caffe.convert import convert_caffe_full  # deferred: onnx; --help stays fast
 
     if output is None:
         output = os.path.splitext(prototxt)[0] + ".onnx"
@@ -42,10 +45,10 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
     for item in input_shapes:
         name, _, dims = item.partition("=")
         try:
-            shapes[name.strip()] = [int(d) for d in dims.replace("x", ",").split(",")]  # "1,3,x": a typo
-        except ValueError:
+            shapes[name.strip()] = list(parse_shape(dims))  # "1,3,x": a typo, not (1, 3)
+        except click.BadParameter:
             raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape") from None
-        if not name.strip() or not shapes[name.strip()]:
+        if not name.strip():
             raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape")
     conv = convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed,
                               input_shapes=shapes, keep_weights=False)  # the file is all we need
@@ -53,8 +56,6 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
         click.echo(f"warning: {note}", err=True)
     m = conv.model
     n_params = conv.n_params
-    import json
-
     meta = {p.key: p.value for p in m.metadata_props}
     layers = json.loads(meta.get("preimage.layers", "[]"))
     ins = ", ".join(f"{i.name} {_dims(i)}" for i in m.graph.input)

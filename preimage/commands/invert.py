@@ -1,7 +1,10 @@
 """``preimage invert``, ``maximize`` and ``caricature``: thin click layers over :mod:`preimage.invert.api`."""
+import os
+
 import click
 
-from .model_path import model_path
+from ..errors import PreimageError
+from .options import device_option, model_option, size_option
 
 
 class _SetOption(click.Option):
@@ -17,7 +20,7 @@ class _SetOption(click.Option):
 
 def _common(f):
     opts = [
-        click.option("--model", "-m", required=True, callback=model_path, help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
+        model_option(help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
         click.option("--layer", "-l", "layers", multiple=True, required=True, help="Layer (or blob) to use; repeat for several."),
         click.option("--preset", default="mahendran2016", show_default=True, type=click.Choice(["mahendran2016", "posenet2016"]),
                      help="Published method whose constants to use."),
@@ -32,8 +35,8 @@ def _common(f):
                      help="Run the network's forward in this precision (autocast; bfloat16/float16 pay on GPUs). "
                           "Default float32."),
         click.option("--batch-size", type=click.IntRange(min=1), help="Samples optimised together (default: all in one batch)."),
-        click.option("--size", nargs=2, type=click.IntRange(min=1), metavar="H W", help="Input size when the model does not declare one."),
-        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto."),
+        size_option(help="Input size when the model does not declare one."),
+        device_option(),
         click.option("--out", "-o", "out", type=click.Path(file_okay=False), help="Output folder (default: KIND-MODEL, e.g. invert-alexnet)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
@@ -46,7 +49,6 @@ def _overrides(sets, C, precision=None):
     out = {} if precision is None else {"precision": precision}
     for s in sets:
         if "=" not in s:
-            from ..errors import PreimageError
             raise PreimageError(f"expected KEY=VALUE, got {s!r}", where="--set")
         k, v = s.split("=", 1)
         out[k.strip()] = v.strip()
@@ -57,10 +59,6 @@ def _overrides(sets, C, precision=None):
 
 def _out_dir(out, kind, model):
     """The output folder (default KIND-MODEL), checked before minutes of optimisation rather than after."""
-    import os
-
-    from ..errors import PreimageError
-
     out = out or f"{kind}-{os.path.splitext(os.path.basename(model))[0]}"
     p = os.path.abspath(out)
     while not os.path.exists(p):
@@ -73,7 +71,7 @@ def _out_dir(out, kind, model):
 
 
 def _finish(run, out, default_out):
-    from ..invert.report import summary
+    from ..invert.report import summary  # deferred (torch); 'preimage invert --help' stays fast
 
     out = out or default_out
     onnx_model = getattr(run.model.features, "onnx_model", None)
@@ -124,7 +122,7 @@ def invert(model, layers, preset, seeds, iters, C, sets, precision, batch_size, 
       preimage invert -m alexnet.onnx -l conv5 --mask window:5 --iters 100 --device cuda
       preimage invert -m alexnet.onnx -l relu5 --set B=100 --set fine_iters=0 -o out/
     """
-    from ..invert import api
+    from ..invert import api  # deferred: torch, onnx; --help stays fast
 
     out = _out_dir(out, "invert", model)
     run = api.invert(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,
@@ -153,7 +151,7 @@ def maximize(model, layers, preset, seeds, iters, C, sets, precision, batch_size
       preimage maximize --model alexnet.onnx --layer fc8 --unit 281 --seeds 3
       preimage maximize -m alexnet.onnx -l conv5 -u 0 -u 1 -u 2 --device cuda
     """
-    from ..invert import api
+    from ..invert import api  # deferred: torch, onnx; --help stays fast
 
     out = _out_dir(out, "maximize", model)
     run = api.maximize(model, list(layers), list(units), list(images) or None, preset=preset, seeds=seeds,
@@ -176,7 +174,7 @@ def caricature(model, layers, preset, seeds, iters, C, sets, precision, batch_si
       preimage caricature --model alexnet.onnx --layer conv4 cat.jpg
       preimage caricature -m vggm.onnx -l relu5 -l fc8 --iters 200 photo.jpg
     """
-    from ..invert import api
+    from ..invert import api  # deferred: torch, onnx; --help stays fast
 
     out = _out_dir(out, "caricature", model)
     run = api.caricature(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,

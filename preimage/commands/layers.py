@@ -1,7 +1,10 @@
 """``preimage layers MODEL``: a thin click layer over :func:`preimage.converters.geometry.layer_table`."""
 import json
+import os
 
 import click
+
+from ..errors import PreimageError
 
 
 def _fmt_shape(s):
@@ -45,10 +48,9 @@ def layers(model, blobs, as_json, torch_view):
       preimage layers alexnet.onnx --json > alexnet_layers.json
       preimage layers alexnet.onnx --torch          # + which names 'preimage invert' can use
     """
-    import os
-
+    # deferred: onnx and the converters (about a second); 'preimage layers --help' stays fast
     from ..converters.geometry import layer_table
-    from ..errors import PreimageError
+    from ..converters.onnx_torch.graph import check_is_model
 
     if not os.path.isfile(model):
         raise PreimageError("no such model file", path=model)
@@ -56,14 +58,12 @@ def layers(model, blobs, as_json, torch_view):
         raise PreimageError("expected a .onnx model or a Caffe .prototxt", path=model)
     loaded = model
     if model.endswith(".onnx"):
-        import onnx
+        import onnx  # deferred with the converters, above
 
         try:
             loaded = onnx.load(model, load_external_data=False)
         except Exception as e:  # a damaged file: say so in one line
             raise PreimageError(f"not a readable ONNX model ({str(e).splitlines()[0][:120]})", path=model) from None
-        from ..converters.onnx_torch.graph import check_is_model
-
         check_is_model(loaded, model)  # protobuf reads many other files as an empty graph
     table = layer_table(loaded)
     inv = _invertible(model) if torch_view else None
@@ -95,14 +95,14 @@ def layers(model, blobs, as_json, torch_view):
 
 def _invertible(model):
     """{value: "yes" | "no: reason"} from the torch converters' point of view (structure only)."""
+    # deferred: onnx and the converters, only for --torch
+    import onnx
+
+    from ..converters.caffe.convert import convert_caffe_full
     from ..converters.onnx_torch.invertible import torch_view
 
     if model.endswith(".prototxt"):
-        from ..converters.caffe.convert import convert_caffe_full
-
         return torch_view(convert_caffe_full(model, weightless=True).model)
-    import onnx
-
     return torch_view(onnx.load(model, load_external_data=False))
 
 

@@ -20,6 +20,7 @@ from ..errors import PreimageError
 from ..models import samples as bundled
 from . import engine, masks as mask_mod, presets
 from .model import check_layers, open_model
+from .report import write_report
 from .transforms import jitter_amount
 
 
@@ -40,7 +41,6 @@ class Run:
     device: str = "cpu"
 
     def write(self, out_dir, title=None):
-        from .report import write_report
         return write_report(self, out_dir, title=title)
 
 

@@ -10,6 +10,7 @@ classifier keeps ``num_classes``): narrow variants make fast tests and demos wit
     >>> architectures.ARCHITECTURES
     ('alexnet', 'caffenet', 'vggm', 'posenet')
 """
+from ..errors import PreimageError
 
 
 def _n(channels, width, multiple=1):
@@ -150,8 +151,6 @@ ARCHITECTURES = tuple(BUILDERS)
 
 def prototxt(name, **kwargs):
     """The prototxt text of a known architecture by name (see ``ARCHITECTURES``)."""
-    from ..errors import PreimageError
-
     if name not in BUILDERS:
         raise PreimageError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
     return BUILDERS[name](**kwargs)

@@ -9,13 +9,14 @@ value holding its final content (after in-place layers), as pycaffe's ``net.blob
 """
 import json
 import os
+from importlib.metadata import version
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from ...errors import FormatError, PreimageError, UnsupportedError
-from ...fileio import sha256_file
+from ...fileio import atomic_path, sha256_file
 from .builder import Builder, memory_limit_bytes, numel
 from .caffemodel import Caffemodel
 from .onnxfile import FragmentWriter, write_model
@@ -55,6 +56,14 @@ def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_wei
     """
     return convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed,
                               input_shapes=input_shapes).model
+
+
+def random_blobs(prototxt, seed=0):
+    """The seeded parameters a weightless conversion draws, ``{layer: {blob index: np.ndarray}}``, without
+    building a model copy of them (what :func:`preimage.converters.caffe.writer.random_weights` writes)."""
+    used = {}
+    convert_caffe_full(prototxt, weightless=True, seed=seed, _collect_blobs=used)
+    return used
 
 
 def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
@@ -106,8 +115,6 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
             model = _build_model(spec, b, notices, opset, prototxt)
             finish_metadata()
         else:
-            from ...fileio import atomic_path
-
             if wdict is not None and wdict.size >= _ONNX_LIMIT:
                 _too_big(wdict.size, prototxt)
             with atomic_path(output) as tmp, open(tmp, "wb") as f:
@@ -446,7 +453,6 @@ def _layer_values(b, layer):
 
 def _version():
     try:
-        from importlib.metadata import version
         return version("preimage")
     except Exception:
         return "0"

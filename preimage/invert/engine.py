@@ -187,6 +187,7 @@ class _Loop:
                 for h in self.sched.hooks:
                     HOOKS.get_or_fail(h)(c, g, hp)
         self.step += 1
+        self.in_step = False
 
 
 class Checkpoint:

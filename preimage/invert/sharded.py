@@ -21,9 +21,8 @@ import torch
 from ..errors import PreimageError
 from ..fileio import atomic_path
 from ..models import samples as bundled
-from ..models.preprocess import IMAGE_SUFFIXES
 from ..device import resolve_device
-from ..models.preprocess import save_image
+from ..preprocess import IMAGE_SUFFIXES, save_image
 from . import api, engine, presets
 from .model import check_layers
 from .report import result_png
@@ -76,12 +75,13 @@ def _device(device, ranks):
 
 
 def _process_group(ranks, device):
+    """(torch.distributed or None, whether this call opened the group and must close it)."""
     import torch.distributed as dist
 
     if ranks.world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return dist
-    return dist if ranks.world > 1 else None
+        return dist, True
+    return (dist if ranks.world > 1 else None), False
 
 
 def _model_id(model):
@@ -245,7 +245,7 @@ def run_folder(kind, model, layers, out, *, images=None, units=None, preset="mah
     results of all ranks; the caller writes the report."""
     ranks = Ranks.from_env()
     dev = _device(device, ranks)
-    group = _process_group(ranks, dev)
+    group, opened = _process_group(ranks, dev)
     if isinstance(layers, str):
         layers = [layers]
     paths = expand_images(images) if images else bundled.paths()
@@ -260,9 +260,11 @@ def run_folder(kind, model, layers, out, *, images=None, units=None, preset="mah
         plan = _plan_images(kind, model, layers, paths, folder, ranks, dev, opts)
     interrupted = _optimise(plan, folder, kind, dev, opts, ranks)
     if group is not None:
-        flag = torch.tensor([int(interrupted)])
+        flag = torch.tensor([int(interrupted)], device=dev if dev.type == "cuda" else "cpu")
         group.all_reduce(flag)  # also the barrier: every rank has saved its share
         interrupted = bool(flag.item())
+        if opened:  # a process exiting with gloo's threads still up aborts ("terminate called ...")
+            group.destroy_process_group()
     if ranks.rank != 0:
         return None, interrupted
     return _merge(kind, plan, folder, paths, dev, interrupted), interrupted

@@ -56,4 +56,4 @@ def require_4d(b, x):
     return s
 
 
-from . import vision, norm, activation, plumbing  # noqa: E402,F401  (registers the emitters)
+from . import vision, norm, activation, plumbing, forks  # noqa: E402,F401  (registers the emitters)

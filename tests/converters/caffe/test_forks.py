@@ -15,11 +15,10 @@ from caffe_helpers import meta, rel_err, run
 FORKS = Path(__file__).resolve().parent / "forks"
 NETS = sorted(p.name for p in FORKS.iterdir() if (p / "layers.npz").exists())
 TOL = 1e-5
-# Where OpenCV's own arithmetic differs from the fork's, the tolerance is stated per tensor:
-TOL_CASE = {
-    # OpenCV's MVN divides by std + eps, SegNet's BN by sqrt(var + 1e-9); and it sums in another order
-    ("segnet_bn", "bn_learn"): 1e-4,
-}
+# Where OpenCV's own arithmetic differs from the fork's, the tolerance is stated per tensor here. None is
+# needed: the worst tensor is 7.3e-6 (ssd conv1_1, OpenCV's convolution); segnet_bn's bn_learn (OpenCV's
+# MVN divides by std + eps, SegNet's BN by sqrt(var + 1e-9)) is within 3e-7.
+TOL_CASE = {}
 NOT_COMPARED = {("ssd", "detection_out")}  # left out by preimage (docs/caffe.md)
 
 

@@ -123,8 +123,9 @@ def _layer_name(l):
     return l.name
 
 
-def _locate(text, net, issues, path):
-    """Layer lines ({name: line}) and schema issues by layer name (net-level ones under None)."""
+def _locate(text, net, issues):
+    """Layer lines ({name: line}) and schema issues by layer name (net-level ones under None). ``text``
+    as parsed (issue offsets are offsets into it)."""
     lines, by_layer = {}, {}
     counts = {"layer": 0, "layers": 0}
     spans = []
@@ -164,7 +165,7 @@ def read_net(path):
         raise FormatError("no layers and no inputs: this is not a Caffe net definition (is the file empty?)",
                           path=path)
     spec = net_spec_from_param(net, path)
-    spec.layer_lines, by_layer = _locate(text, net, issues, path)
+    spec.layer_lines, by_layer = _locate(_ceil_mode_to_round_mode(text), net, issues)
     for issue in by_layer.pop(None, []):
         spec.notices.append(f"{os.path.basename(path)}:{issue.line}:{issue.column}: ignored {issue.what}, "
                             f"which no known Caffe schema (BVLC or the forks') has")

@@ -206,3 +206,37 @@ def test_interp_cases_against_deeplab_transcription(tmp_path, param, crop, size)
     with torch.no_grad():
         tgot = fe(*[torch.from_numpy(feeds[n]) for n in fe.input_names])["up"].numpy()
     assert np.abs(tgot - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_validate_for_a_left_out_layer_is_one_line(tmp_path):
+    p = _write(tmp_path, NET)
+    model = tmp_path / "net.onnx"
+    convert_caffe_full(p, random_weights=True, output=model)
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, after=np.zeros((1, 4, 6, 6), np.float32))
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
+    r = CliRunner().invoke(cli, ["validate", "-m", str(model), "-r", str(ref), "--keys", "layers",
+                                 "--input", str(tmp_path / "x.npy")])
+    assert r.exit_code == 2, r.output
+    lines = [l for l in r.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and "'after' was left out" in lines[0] and "'odd'" in lines[0], r.output
+
+
+def test_caffemodel_with_a_forks_own_field_number_reads(tmp_path):
+    """DeepLab writes interp_param as field 143, BVLC's input_param: the caffemodel reader decodes only
+    names and blobs, so such a file still gives its weights."""
+    from preimage.converters.caffe.wire import len_prefix
+
+    text = ('name: "d"\ninput: "data"\ninput_shape { dim: 1 dim: 3 dim: 5 dim: 5 }\n'
+            'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+            'convolution_param { num_output: 2 kernel_size: 1 } }\n'
+            'layer { name: "up" type: "Interp" bottom: "conv" top: "up" interp_param { zoom_factor: 2 } }\n')
+    p = _write(tmp_path, text, "d.prototxt")
+    w = tmp_path / "d.caffemodel"
+    write_caffemodel(w, p, seed=1)
+    interp = b"\x18\x02"  # InterpParameter { zoom_factor: 2 } (field 3, varint)
+    layer = (len_prefix(1, 2) + b"up" + len_prefix(2, 6) + b"Interp" + len_prefix(143, len(interp)) + interp)
+    w.write_bytes(w.read_bytes() + len_prefix(100, len(layer)) + layer)
+    conv = convert_caffe_full(p, w)
+    x = np.random.default_rng(0).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    assert run(conv.model, {"data": x}, ["up"])["up"].shape == (1, 2, 9, 9)

@@ -36,6 +36,7 @@ class LeftOut:
         self.entries = []
         self.computed = 0  # layers converted (not counting data layers)
         self.first_error = None
+        self.notices = []  # warnings that are not about left-out layers
 
     def _line(self, layer):
         return self.spec.layer_lines.get(layer.name)
@@ -52,6 +53,10 @@ class LeftOut:
                                    path=self.spec.path, where=f"layer '{layer.name}'" + (
                                        f" (line {self._line(layer)})" if self._line(layer) else ""))
             return self._root(layer, index, f"unknown layer type '{t}'", err)
+        if layer.name in self.spec.unknown and t in DATA_TYPES:  # how data is loaded: not the net's computation
+            for issue in self.spec.unknown.pop(layer.name):
+                self.notices.append(f"{os.path.basename(self.spec.path)}:{issue.line}:{issue.column}: ignored "
+                                    f"{issue.what} in data layer '{layer.name}' (no known Caffe schema has it)")
         if layer.name in self.spec.unknown:
             issue = self.spec.unknown[layer.name][0]
             err = FormatError(f"prototxt syntax error: {issue.message}", path=self.spec.path,
@@ -88,6 +93,7 @@ class LeftOut:
 
     def finish(self, notices):
         """Warnings, one per layer that could not be converted; a net with nothing else fails."""
+        notices.extend(self.notices)
         if not self.entries:
             return
         until = self.spec.until
@@ -120,7 +126,7 @@ def needed_layers(spec, until):
         target = next((i for i in range(len(layers) - 1, -1, -1) if until in layers[i].top), None)
     if target is None:
         if until in spec.inputs:
-            return []
+            raise FormatError(f"--until {until}: that is an input of the net; name a layer", path=spec.path)
         names = [l.name for l in layers]
         shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
         raise FormatError(f"--until {until}: the net has no layer or blob of that name (layers: {shown})",

@@ -240,3 +240,21 @@ def test_caffemodel_with_a_forks_own_field_number_reads(tmp_path):
     conv = convert_caffe_full(p, w)
     x = np.random.default_rng(0).standard_normal((1, 3, 5, 5)).astype(np.float32)
     assert run(conv.model, {"data": x}, ["up"])["up"].shape == (1, 2, 9, 9)
+
+
+def test_unknown_field_of_a_data_layer_is_ignored_with_a_warning(tmp_path):
+    text = NET.replace("hole: 2", "").replace(
+        'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n',
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } }\n'
+        '  transform_param { resize_param { height: 8 } } }\n')
+    conv = convert_caffe_full(_write(tmp_path, text), random_weights=True)
+    assert "preimage.unsupported" not in meta(conv.model)
+    assert any("net.prototxt:3:" in n and "resize_param" in n and "data layer 'data'" in n for n in conv.notices)
+
+
+def test_ssd_training_layers_are_dropped(tmp_path):
+    text = NET.replace("hole: 2", "") + (
+        'layer { name: "eval" type: "DetectionEvaluate" bottom: "pool" bottom: "pool" top: "eval" }\n')
+    conv = convert_caffe_full(_write(tmp_path, text), random_weights=True)
+    assert "preimage.unsupported" not in meta(conv.model)
+    assert any("dropped training-only layer 'eval'" in n for n in conv.notices)

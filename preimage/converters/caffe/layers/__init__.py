@@ -19,7 +19,8 @@ DATA_TYPES = {"Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData
               "AnnotatedData", "VideoData"}
 # Training-only layers, dropped with a notice.
 DROPPED_TYPES = {"SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss",
-                 "SigmoidCrossEntropyLoss", "ContrastiveLoss", "Accuracy", "Silence", "HDF5Output"}
+                 "SigmoidCrossEntropyLoss", "ContrastiveLoss", "Accuracy", "Silence", "HDF5Output",
+                 "MultiBoxLoss", "SmoothL1Loss", "DetectionEvaluate"}  # the last three: SSD, Faster R-CNN
 
 
 def supported_types():

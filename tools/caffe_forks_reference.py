@@ -133,6 +133,9 @@ def _ssd():
     return t
 
 
+INPUT_SPAN = {"depthwise": 6.0}  # inputs uniform in (-span, span): ReLU6 must meet values above 6
+
+
 def build(out, names):
     """Step 1: prototxt, caffemodel, inputs and meta for each net (needs the project installed)."""
     import numpy as np
@@ -153,10 +156,11 @@ def build(out, names):
         write_caffemodel(os.path.join(d, "net.caffemodel"), os.path.join(d, "net.prototxt"), seed=7)
         shape = [int(v) for v in text.split("input_shape {")[1].split("}")[0].replace("dim:", " ").split()]
         rng = np.random.default_rng(2026)
-        np.savez(os.path.join(d, "inputs.npz"), data=rng.uniform(-1, 1, shape).astype(np.float32))
+        span = INPUT_SPAN.get(name, 1.0)
+        np.savez(os.path.join(d, "inputs.npz"), data=rng.uniform(-span, span, shape).astype(np.float32))
         with open(os.path.join(d, "meta.json"), "w") as f:
             json.dump({"name": name, "note": note, "weights": "preimage writer, seed 7",
-                       "input": "uniform(-1, 1), seed 2026"}, f, indent=1)
+                       "input": f"uniform(-{span:g}, {span:g}), seed 2026"}, f, indent=1)
 
 
 def ensure_venv(venv):

@@ -69,7 +69,7 @@ def layers(model, blobs, as_json, torch_view):
     inv = _invertible(model) if torch_view else None
     if inv is not None:
         for r in table["layers"]:
-            r["torch"] = inv.get(r["values"][0], "no: not computed from the image")
+            r["torch"] = "no: left out" if r.get("left_out") else inv.get(r["values"][0], "no: not computed from the image")
         for r in table["blobs"]:
             r["torch"] = inv.get(r["value"], "no: not computed from the image")
     if as_json:
@@ -81,9 +81,15 @@ def layers(model, blobs, as_json, torch_view):
     rows = [("layer", "type", "output value", "shape", "RF size / stride") + (("torch",) if inv else ())]
     for r in table["layers"]:
         vals = r["values"]
+        if r.get("left_out"):  # not converted (preimage.unsupported): no value, no shape
+            rows.append((r["name"], r["type"], "LEFT OUT", "-", "") + ((r["torch"],) if inv else ()))
+            continue
         rows.append((r["name"], r["type"], vals[0] + (f" (+{len(vals) - 1})" if len(vals) > 1 else ""),
                      _fmt_shape(r["shape"]), _fmt_rf(r["receptive_field"])) + ((r["torch"],) if inv else ()))
     _print_rows(rows)
+    for r in table["layers"]:
+        if r.get("left_out") and r.get("blocked_by") == r["name"]:
+            click.echo(f"left out: {r['name']} ({r['type']}): {r['left_out']}")
     if blobs and table["blobs"]:
         click.echo("")
         rows = [("blob", "final value", "shape", "RF size / stride") + (("torch",) if inv else ())]

@@ -26,7 +26,8 @@ def row_metrics(recon, originals, per_image, feature_errors, labels, files, imag
     rows = []
     for i, img in enumerate(recon):
         d = {"label": labels[i], "png": os.path.basename(files[i]),
-             "image": os.path.basename(images[i]) if per_image and i < len(images) else None}
+             "image": os.path.basename(images[i]) if per_image and i < len(images) else None,
+             "pixel_rmse": None, "psnr_db": None}
         if per_image and i < len(originals):
             mse = float(np.mean((img.astype(np.float64) - originals[i].astype(np.float64)) ** 2))
             d["pixel_rmse"] = math.sqrt(mse)

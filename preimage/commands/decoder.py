@@ -78,7 +78,7 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
       preimage decoder extract -m posenet.onnx -l fc5 -i list.txt --size 101 101 --shard-size 4096 -o feats/
       torchrun --nproc_per_node 4 --no-python preimage decoder extract -m posenet.onnx -l fc5 -i list.txt -o feats/
     """
-    from ..decoders.extract import extract_features
+    from ..decoders.extract import extract_features  # deferred: torch loads only when a command runs
 
     idx = extract_features(model, layer, images, output, size=size, batch=batch, shard_size=shard_size,
                            split=_numbers(split, float, "--split", 3), seed=seed, device=device, feature_dtype=dtype,

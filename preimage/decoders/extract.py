@@ -53,7 +53,7 @@ def resolve_encoder(model, layer, device="cpu"):
     """``model``: a path (.onnx / .prototxt, loaded with the ONNX -> torch converter) or a callable
     ``x -> {name: tensor}``; returns the callable and its Preprocess (``.preprocess`` or the default)."""
     if isinstance(model, (str, os.PathLike)):
-        from ..converters.onnx_torch.load import load_features
+        from ..converters.onnx_torch.load import load_features  # deferred: onnx + onnx2torch, for paths only
 
         model = load_features(os.fspath(model), [layer] if isinstance(layer, str) else list(layer), device=device)
     pre = getattr(model, "preprocess", None) or Preprocess()

@@ -47,7 +47,7 @@ def import_decoder(path, feature_shape=None, layer=None, preprocess=None, model_
 
 
 def _onnx_like(path):
-    from ..converters.onnx_torch.load import load_features
+    from ..converters.onnx_torch.load import load_features  # deferred: onnx + onnx2torch, for this kind only
 
     fx = load_features(path)  # a .prototxt is converted on the fly (its .caffemodel beside it)
     if len(fx.outputs) != 1 or len(fx.input_names) != 1:
@@ -82,7 +82,7 @@ def _first_input_shape(module):
 @register(".t7")
 def torch7_decoder(path):
     """A Torch7 nn model, through the Torch7 converter."""
-    from ..converters.torch7 import load_t7_model
+    from ..converters.torch7 import load_t7_model  # deferred: the Torch7 converter, for this kind only
 
     net = load_t7_model(path)
     return net, _first_input_shape(net), {"format": "torch7", "file": os.path.abspath(path)}
@@ -91,7 +91,7 @@ def torch7_decoder(path):
 @register(".pt", ".pth")
 def torch7_checkpoint_decoder(path, loaded=None):
     """A Torch7 model converted with ``preimage convert torch7 ... -o MODEL.pt``."""
-    from ..converters.torch7.build import CHECKPOINT_FORMAT, from_checkpoint
+    from ..converters.torch7.build import CHECKPOINT_FORMAT, from_checkpoint  # deferred, as above
 
     ck = loaded if loaded is not None else read_torch_file(path)
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:

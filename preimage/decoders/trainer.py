@@ -31,6 +31,7 @@ from ..fileio import write_text_atomic
 from ..models.preprocess import save_image
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .dataset import BatchStream, TargetTransform, iterate_rows, store_id
+from .steps import GANStep, ReconstructionStep  # noqa: F401  the strategies, importable beside the Trainer
 
 
 @dataclass

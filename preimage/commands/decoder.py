@@ -186,4 +186,5 @@ def apply(images, decoder_path, model, layer, output, experiment, stats, feature
                        model_path=model)
     r = apply_decoder(dec, list(images), output, model=model, layer=layer, experiment=experiment, stats=stats, device=dev)
     n = len(r["files"])
-    click.echo(f"{n} image{'s' if n != 1 else ''} -> {output}; report: {r['index']}")
+    where = f"report: {r['index']}" if r.get("index") else f"grid: {r['grid']}"
+    click.echo(f"{n} image{'s' if n != 1 else ''} -> {output}; {where}")

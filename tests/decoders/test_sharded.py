@@ -80,8 +80,9 @@ def torchrun(tmp, mode, logs):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def rank_stderr(logs, rank):
-    return "".join(p.read_text(errors="replace") for p in sorted(Path(logs).glob(f"*/attempt_*/{rank}/stderr.log")))
+def rank_output(logs, rank):
+    """What rank ``rank`` printed (stdout and stderr), from torchrun's per-rank log files."""
+    return "".join(p.read_text(errors="replace") for p in sorted(Path(logs).glob(f"*/attempt_*/{rank}/std*.log")))
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,7 @@ def test_sharded_extraction_equals_single_process(launched, tmp_path):
 
 def test_only_rank_0_prints_a_progress_bar(launched):
     logs = launched["tmp"] / "logs1"
-    r0, r1 = rank_stderr(logs, 0), rank_stderr(logs, 1)
+    r0, r1 = rank_output(logs, 0), rank_output(logs, 1)
     assert "extract fc (rank 0 of 2" in r0 and "train alexnet_fc8" in r0 and "loss=" in r0
     assert "extract fc" not in r1 and "train alexnet_fc8" not in r1 and "it/s" not in r1, r1[-2000:]
 
@@ -138,8 +139,8 @@ def test_ddp_run_killed_on_one_rank_resumes_exactly(launched):
     assert first.returncode != 0  # rank 1 was killed: the launch failed
     assert "-9" in first.stderr or "SIGKILL" in first.stderr, first.stderr[-3000:]
     assert launched["killed_at"] == 5 and max(launched["logged_before"]) >= 6  # logged past the checkpoint
-    assert second.returncode == 0, second.stderr[-3000:] + rank_stderr(tmp / "logs2", 0)[-3000:]
-    assert "resuming" in rank_stderr(tmp / "logs2", 0) and "resuming" not in rank_stderr(tmp / "logs2", 1)
+    assert second.returncode == 0, second.stderr[-3000:] + rank_output(tmp / "logs2", 0)[-3000:]
+    assert "resuming" in rank_output(tmp / "logs2", 0) and "resuming" not in rank_output(tmp / "logs2", 1)
     a, b = read_metrics(tmp / "reference"), read_metrics(tmp / "killed")
     print("train losses, reference vs resumed:", [(x["train_loss"], y["train_loss"]) for x, y in zip(a, b)])
     assert [m["iter"] for m in b] == [m["iter"] for m in a] == [2, 4, 6, 8, 10, 12, 14, 16]

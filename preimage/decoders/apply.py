@@ -99,7 +99,7 @@ def apply_decoder(decoder, images, output_dir, *, model=None, layer=None, experi
     enc, feats, originals = None, None, []
     if images:
         enc, feats, originals = _encode_inputs(dec, images, model, layer, size, device)
-    elif layer is not None and model is not None and not (isinstance(model, (str, os.PathLike)) and not os.path.isfile(model)):
+    elif layer is not None and _at_hand(model):
         enc, _ = extract.resolve_encoder(model, layer, device)  # only to measure the feature error
     st = _population(stats, device)
     if feats is None:
@@ -127,6 +127,11 @@ def apply_decoder(decoder, images, output_dir, *, model=None, layer=None, experi
          "layer": layer, "experiment": experiment, "summary": summary(results), "results": results}
     report = write_report(output_dir, tag, m, recon, originals if per_image else originals[:2], grid)
     return {"files": files, "grid": grid, "labels": labels, **report}
+
+
+def _at_hand(model):
+    """A callable, or a model file that exists (a recorded path may be gone: then no feature error)."""
+    return model is not None and (not isinstance(model, (str, os.PathLike)) or os.path.isfile(model))
 
 
 def _model_name(model):

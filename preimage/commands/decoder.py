@@ -1,5 +1,6 @@
 """``preimage decoder extract|train|apply``: thin click layer over :mod:`preimage.decoders`."""
 import json
+import os
 
 import click
 
@@ -7,6 +8,11 @@ from ..errors import PreimageError
 from .options import device_option, model_option, shape_callback, size_option
 
 CTX = {"help_option_names": ["-h", "--help"]}
+
+
+def _main_rank():
+    """Under torchrun only rank 0 reports (every rank runs the same command)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _numbers(text, kind, what, count=None):
@@ -55,27 +61,34 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
 
     Writes a sharded, memory-mappable store (features-*.npy, images-*.npy, index.json) with a
     train/val/test split. Interrupted? Run the same command again: finished shards are kept. Unreadable
-    images are reported and skipped.
+    images are reported and skipped. Preprocessing the model does not record (mean, channel order,
+    scale) is assumed, with a warning naming it. The store records the model's path and sha256, so
+    'decoder train --arch mirror' finds it without --model.
+
+    Many images? Launch the same command with torchrun: each process (one per GPU) extracts its share
+    of the shards into the same store; the result is the store one process writes.
 
     \b
     Examples:
       preimage decoder extract -m alexnet.onnx -l fc8 -i photos/ -o feats/
       preimage decoder extract -m posenet.onnx -l fc5 -i list.txt --size 101 101 --shard-size 4096 -o feats/
+      torchrun --nproc_per_node 4 --no-python preimage decoder extract -m posenet.onnx -l fc5 -i list.txt -o feats/
     """
     from ..decoders.extract import extract_features  # deferred: torch; --help stays fast
 
     idx = extract_features(model, layer, images, output, size=size, batch=batch, shard_size=shard_size,
                            split=_numbers(split, float, "--split", 3), seed=seed, device=device, feature_dtype=dtype,
                            workers=workers)
-    click.echo(f"{idx['count']} image{'s' if idx['count'] != 1 else ''} -> {output} (features {idx['feature_shape']}, split {idx['split']}, "
-               f"{len(idx['skipped'])} skipped)")
+    if _main_rank():
+            click.echo(f"{idx['count']} image{'s' if idx['count'] != 1 else ''} -> {output} (features {idx['feature_shape']}, "
+                   f"split {idx['split']}, {len(idx['skipped'])} skipped)")
 
 
 @decoder.command(context_settings=CTX)
 @click.argument("features", type=click.Path(exists=True, file_okay=False))
 @click.option("--arch", "-a", default=None,
-              help="alexnet_fc8 (default), alexnet_conv5, mirror (needs --model), deepsim (needs --model, "
-                   "--feature-layer).")
+              help="alexnet_fc8 (default), alexnet_conv5, mirror (needs the encoder: --model, or the one the store "
+                   "was extracted from), deepsim (the encoder, and --feature-layer).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoint.pt, metrics.jsonl, samples/, tb/. An existing run there is resumed.")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Global batch (split over torchrun processes).  [default: 64]")
@@ -89,7 +102,8 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
 @click.option("--ckpt-every", type=click.IntRange(min=1), default=None, help="[default: 1000]")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--amp", type=click.Choice(["auto", "on", "off"]), default=None, help="Mixed precision (auto: on CUDA).")
-@model_option(required=False, help="The encoder (for mirror's geometry and deepsim's feature loss).")
+@model_option(required=False, help="The encoder (for mirror's geometry and deepsim's feature loss; default: the model the "
+              "store was extracted from, when it is still there unchanged).")
 @click.option("--feature-layer", default=None, help="deepsim: encoder layer of the feature loss (e.g. pool5).")
 @click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
 @click.option("--other-store", is_flag=True,
@@ -119,7 +133,9 @@ def train(features, arch, output, batch, iters, lr, lr_steps, lr_gamma, width, l
     r = train_decoder(features, output, arch, encoder=model, device=device, tensorboard=not no_tensorboard,
                      other_store=other_store, **opts)
     state = "finished" if r["finished"] else "stopped (run again to resume)"
-    click.echo(f"{state} at iteration {r['iter']}: " + json.dumps({k: r.get(k) for k in ("train_loss", "val_loss") if r.get(k) is not None}))
+    if _main_rank():
+            click.echo(f"{state} at iteration {r['iter']}: "
+                   + json.dumps({k: r.get(k) for k in ("train_loss", "val_loss") if r.get(k) is not None}))
 
 
 @decoder.command(context_settings=CTX)
@@ -139,7 +155,12 @@ def train(features, arch, output, batch, iters, lr, lr_steps, lr_gamma, width, l
               help="Imported decoders: input shape, e.g. 4096 or 256,6,6.")
 @device_option()
 def apply(images, decoder_path, model, layer, output, experiment, stats, feature_shape, device):
-    """Reconstruct images from their features with a decoder; write PNGs and a grid.
+    """Reconstruct images from their features with a decoder; write PNGs, grids, metrics and a report.
+
+    Writes to -o DIR: one PNG per decoded image, grid-TAG.png (originals over reconstructions, pixels
+    as they are), figure-TAG.png (the same, labelled), errors-TAG.png (PSNR in dB and feature error per
+    image), metrics.json (pixel RMSE in 8-bit levels, PSNR, and the feature error ||phi(x') - f|| / ||f||
+    of each decoded image) and index.html. TAG is the experiment (recon without one).
 
     \b
     Examples:
@@ -161,4 +182,5 @@ def apply(images, decoder_path, model, layer, output, experiment, stats, feature
                        model_path=model)
     r = apply_decoder(dec, list(images), output, model=model, layer=layer, experiment=experiment, stats=stats, device=dev)
     n = len(r["files"])
-    click.echo(f"{n} image{'s' if n != 1 else ''} -> {output}; grid: {r['grid']}")
+    where = f"report: {r['index']}" if r.get("index") else f"grid: {r['grid']}"
+    click.echo(f"{n} image{'s' if n != 1 else ''} -> {output}; {where}")

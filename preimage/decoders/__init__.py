@@ -12,13 +12,16 @@ The Python API behind ``preimage decoder``::
 Everything works on any feature callable ``x -> {name: tensor}`` with a ``.preprocess`` (a converted
 model's FeatureExtractor, or your own torch module).
 """
-from .apply import Decoder, apply_decoder, load_decoder
+from .apply import apply_decoder, load_decoder
 from .architectures import ARCHITECTURES, build_decoder, encoder_geometry
+from .checkpoint import Decoder
 from .dataset import BatchStream, FeatureStore, TargetTransform
 from .experiments import EXPERIMENTS, FeatureStats, run_experiment
 from .extract import extract_features, write_store
-from .train import TrainConfig, read_metrics, train_decoder
+from .steps import GANStep, ReconstructionStep
+from .train import train_decoder
+from .trainer import TrainConfig, Trainer, read_metrics
 
-__all__ = ["ARCHITECTURES", "EXPERIMENTS", "BatchStream", "Decoder", "FeatureStats", "FeatureStore", "TargetTransform",
-           "TrainConfig", "apply_decoder", "build_decoder", "encoder_geometry", "extract_features", "load_decoder",
+__all__ = ["ARCHITECTURES", "EXPERIMENTS", "BatchStream", "Decoder", "FeatureStats", "FeatureStore", "GANStep",
+           "ReconstructionStep", "TargetTransform", "TrainConfig", "Trainer", "apply_decoder", "build_decoder", "encoder_geometry", "extract_features", "load_decoder",
            "read_metrics", "run_experiment", "train_decoder", "write_store"]

@@ -7,39 +7,21 @@
 """
 import os
 
+import cv2
 import numpy as np
 import torch
-import torch.nn as nn
 
 from ..device import resolve_device
 from ..errors import PreimageError
 from ..preprocess import Preprocess, load_image, resize_center_crop, save_image
-from .architectures import build_decoder
-from .experiments import FeatureStats, run_experiment
+from . import extract
+from .checkpoint import Decoder, decoder_from_checkpoint, is_training_checkpoint, read_torch_file
+from .dataset import FeatureStore
+from .experiments import FeatureStats, is_per_image, parse_spec, run_experiment
+from .imports import import_decoder
+from .report import row_metrics, summary, write_report
 
-
-class Decoder(nn.Module):
-    """A decoder with what it needs to be used: features ``N x feature_shape`` -> images ``N x 3 x H x W``
-    in the encoder's preprocessed input space. ``preprocess`` turns its output back into pictures."""
-
-    def __init__(self, net, feature_shape, image_shape, preprocess, layer=None, model_path=None, source=None):
-        super().__init__()
-        self.net = net
-        self.feature_shape = tuple(feature_shape) if feature_shape else None
-        self.image_shape = tuple(image_shape) if image_shape else None
-        self.preprocess = preprocess if isinstance(preprocess, Preprocess) else Preprocess.from_metadata(preprocess or {})
-        self.layer = layer
-        self.model_path = model_path
-        self.source = source
-        self.eval()
-
-    def forward(self, f):
-        if self.feature_shape is not None:
-            f = f.reshape(-1, *self.feature_shape)
-        out = self.net(f)
-        if isinstance(out, dict):  # an imported ONNX/Caffe decoder returns {output name: tensor}
-            out = next(iter(out.values()))
-        return out
+__all__ = ["Decoder", "apply_decoder", "encode_images", "load_decoder", "make_grid"]
 
 
 def load_decoder(path, device="cpu", **overrides):
@@ -48,15 +30,9 @@ def load_decoder(path, device="cpu", **overrides):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise PreimageError("no such decoder file", path=path)
-    from .imports import import_decoder, read_torch_file
-    from .train import CHECKPOINT_FORMAT
-
     ck = read_torch_file(path)  # once: a training checkpoint can hold a gigabyte of weights and optimiser state
-    if isinstance(ck, dict) and ck.get("format") == CHECKPOINT_FORMAT:
-        net = build_decoder(ck["arch"], ck["feature_shape"], ck["image_shape"], **ck["arch_options"])
-        net.load_state_dict(ck["model"])
-        dec = Decoder(net, ck["feature_shape"], ck["image_shape"], ck["preprocess"], ck.get("layer"), ck.get("model_path"),
-                      source={"checkpoint": os.path.abspath(path), "iter": ck["iter"]})
+    if is_training_checkpoint(ck):
+        dec = decoder_from_checkpoint(ck, path)
     else:
         dec = import_decoder(path, loaded=ck, **overrides)
     for k in ("layer", "model_path"):
@@ -95,8 +71,6 @@ def make_grid(rows, pad=2, background=255):
     for i, r in enumerate(rows):
         for j, img in enumerate(r):
             if img.shape[:2] != (h, w):
-                import cv2
-
                 img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
             y, x = pad + i * (h + pad), pad + j * (w + pad)
             grid[y:y + h, x:x + w] = img
@@ -105,16 +79,15 @@ def make_grid(rows, pad=2, background=255):
 
 def apply_decoder(decoder, images, output_dir, *, model=None, layer=None, experiment=None, stats=None, device="cpu",
                   batch=32, size=None):
-    """Decode ``images`` (paths) through ``model``'s ``layer`` and write PNGs + ``grid.png`` to ``output_dir``.
+    """Decode ``images`` (paths) through ``model``'s ``layer``; write the PNGs, ``grid-TAG.png`` (pixels as they
+    are, originals over reconstructions), ``figure-TAG.png`` (the same, labelled), ``errors-TAG.png``,
+    ``metrics.json`` (errors per decoded image, see :mod:`.report`) and ``index.html`` to ``output_dir``.
 
     ``experiment``: a spec from :mod:`.experiments` (``topk=5``, ``all-but-topk=5``, ``interpolate=8``,
     ``gaussian=16``, ``histogram=16``, ``binarize``, ``neuron=IDX``). ``stats``: features (tensor) or a
     feature store folder whose population statistics drive the random experiments (default: the images').
-    Returns ``{"files": [...], "grid": path, "labels": [...]}``.
+    Returns ``{"files": [...], "grid", "figure", "errors", "metrics", "index": paths, "labels": [...]}``.
     """
-    from .experiments import parse_spec
-    from .extract import resolve_encoder
-
     if experiment:
         parse_spec(experiment)  # a misspelt experiment or value: say so before any work
     device = resolve_device(device)
@@ -123,32 +96,12 @@ def apply_decoder(decoder, images, output_dir, *, model=None, layer=None, experi
     layer = layer or dec.layer
     model = model or dec.model_path
     images = [os.fspath(p) for p in ([images] if isinstance(images, (str, os.PathLike)) else images)]
-    feats, originals = None, []
+    enc, feats, originals = None, None, []
     if images:
-        if model is None or layer is None:
-            raise PreimageError("decoding images needs the model and layer that produce the features (--model, --layer)")
-        enc, _ = resolve_encoder(model, layer, device)
-        imported = bool(dec.source and dec.source.get("imported"))
-        # our decoders were trained on images of the size the features were extracted at; an imported
-        # decoder's output size says nothing about the encoder's input: use the encoder's own
-        size = size or (None if imported or not dec.image_shape else dec.image_shape[1:])
-        x, feats = encode_images(enc, layer, images, size=size, device=device)
-        if dec.feature_shape and feats[0].numel() != int(np.prod(dec.feature_shape)):
-            shape = "x".join(map(str, feats.shape[1:]))
-            raise PreimageError(f"{os.path.basename(os.fspath(model))} {layer} gives {shape} features, the decoder "
-                                f"takes {'x'.join(map(str, dec.feature_shape))}: pass the model and layer it was "
-                                "trained on (--model, --layer)")
-        if imported and not dec.preprocess.to_metadata().get("input_size"):
-            dec.preprocess = getattr(enc, "preprocess", None) or dec.preprocess  # the encoder's pictures
-        originals = [np.clip(load_image(p), 0, 255).astype(np.uint8) for p in images]
-        originals = [resize_center_crop(o, tuple(dec.image_shape[1:])) if dec.image_shape else o for o in originals]
-    if stats is not None and not torch.is_tensor(stats):
-        from .dataset import FeatureStore
-
-        st = FeatureStore(stats)
-        rows = st.split("train")[:20000]
-        stats = torch.from_numpy(st.get(rows)[0])
-    st = FeatureStats(stats.to(device)) if stats is not None else None
+        enc, feats, originals = _encode_inputs(dec, images, model, layer, size, device)
+    elif layer is not None and _at_hand(model):
+        enc, _ = extract.resolve_encoder(model, layer, device)  # only to measure the feature error
+    st = _population(stats, device)
     if feats is None:
         if experiment is None or not (experiment.startswith(("gaussian", "histogram", "neuron"))):
             raise PreimageError("give images to decode (or a random-feature experiment with --stats)")
@@ -158,22 +111,92 @@ def apply_decoder(decoder, images, output_dir, *, model=None, layer=None, experi
     labels = [os.path.basename(p) for p in images]
     if experiment:
         feats, labels = run_experiment(experiment, feats, st)
-    outs = []
+    feats = feats.to(device).float()
     with torch.no_grad():
-        for s in range(0, len(feats), batch):
-            outs.append(dec(feats[s:s + batch].to(device).float()))
-    recon = dec.preprocess.to_uint8(torch.cat(outs))
-    os.makedirs(output_dir, exist_ok=True)
-    files = []
+        x = torch.cat([dec(feats[s:s + batch]) for s in range(0, len(feats), batch)])
+    recon = dec.preprocess.to_uint8(x)
     tag = (experiment or "recon").replace("=", "")
-    for i, img in enumerate(recon):
-        stem = os.path.splitext(labels[i])[0] if not experiment else f"{i:03d}"
-        if not experiment:
-            stem = f"{i:03d}-{stem}"
-        p = os.path.join(output_dir, f"{tag}-{stem}.png")
-        save_image(p, img)
-        files.append(p)
+    files = _write_pngs(output_dir, tag, recon, labels, experiment)
     rows = [originals, recon] if originals and len(originals) == len(recon) else ([originals[:2], recon] if originals else [recon])
     grid = os.path.join(output_dir, f"grid-{tag}.png")
     save_image(grid, make_grid(rows))
-    return {"files": files, "grid": grid, "labels": labels}
+    per_image = bool(originals) and is_per_image(experiment) and len(originals) == len(recon)
+    results = row_metrics(recon, originals, per_image, feature_errors(enc, layer, x, feats, batch), labels, files, images)
+    source = dec.source or {}
+    m = {"decoder": source.get("checkpoint") or source.get("file"), "source": source, "model": _model_name(model),
+         "layer": layer, "experiment": experiment, "summary": summary(results), "results": results}
+    report = write_report(output_dir, tag, m, recon, originals if per_image else originals[:2], grid)
+    return {"files": files, "grid": grid, "labels": labels, **report}
+
+
+def _at_hand(model):
+    """A callable, or a model file that exists (a recorded path may be gone: then no feature error)."""
+    return model is not None and (not isinstance(model, (str, os.PathLike)) or os.path.isfile(model))
+
+
+def _model_name(model):
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return None if model is None else os.fspath(model)
+    return type(model).__name__  # a callable given in Python
+
+
+def _encode_inputs(dec, images, model, layer, size, device):
+    """(encoder, features of the images, their pictures at the decoder's size) for ``apply_decoder``."""
+    if model is None or layer is None:
+        raise PreimageError("decoding images needs the model and layer that produce the features (--model, --layer)")
+    enc, _ = extract.resolve_encoder(model, layer, device)
+    imported = bool(dec.source and dec.source.get("imported"))
+    # our decoders were trained on images of the size the features were extracted at; an imported
+    # decoder's output size says nothing about the encoder's input: use the encoder's own
+    size = size or (None if imported or not dec.image_shape else dec.image_shape[1:])
+    _, feats = encode_images(enc, layer, images, size=size, device=device)
+    if dec.feature_shape and feats[0].numel() != int(np.prod(dec.feature_shape)):
+        shape = "x".join(map(str, feats.shape[1:]))
+        raise PreimageError(f"{os.path.basename(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else 'the model'} "
+                            f"{layer} gives {shape} features, the decoder takes {'x'.join(map(str, dec.feature_shape))}: "
+                            "pass the model and layer it was trained on (--model, --layer)")
+    if imported and not dec.preprocess.to_metadata().get("input_size"):
+        dec.preprocess = getattr(enc, "preprocess", None) or dec.preprocess  # the encoder's pictures
+    originals = [np.clip(load_image(p), 0, 255).astype(np.uint8) for p in images]
+    originals = [resize_center_crop(o, tuple(dec.image_shape[1:])) if dec.image_shape else o for o in originals]
+    return enc, feats, originals
+
+
+def _population(stats, device):
+    """FeatureStats of a tensor or of a store's train split (its first 20000 rows); None without ``stats``."""
+    if stats is None:
+        return None
+    if not torch.is_tensor(stats):
+        st = FeatureStore(stats)
+        stats = torch.from_numpy(st.get(st.split("train")[:20000])[0])
+    return FeatureStats(stats.to(device))
+
+
+def _write_pngs(output_dir, tag, recon, labels, experiment):
+    os.makedirs(output_dir, exist_ok=True)
+    files = []
+    for i, img in enumerate(recon):
+        stem = f"{i:03d}-{os.path.splitext(labels[i])[0]}" if not experiment else f"{i:03d}"
+        p = os.path.join(output_dir, f"{tag}-{stem}.png")
+        save_image(p, img)
+        files.append(p)
+    return files
+
+
+def feature_errors(enc, layer, x, feats, batch=32):
+    """||enc(x)[layer] - f|| / ||f|| per row; None without an encoder, or when it does not take the decoder's
+    output (an imported decoder's size) or gives features of another size."""
+    if enc is None or layer is None or len(x) == 0:
+        return None
+    out = []
+    try:
+        with torch.no_grad():
+            for s in range(0, len(x), batch):
+                o = enc(x[s:s + batch])
+                out.append((o[layer] if isinstance(o, dict) else o).flatten(1).double())
+    except (RuntimeError, KeyError):  # a size or layer the encoder does not take: no feature error
+        return None
+    phi, f = torch.cat(out), feats.flatten(1).double()
+    if phi.shape != f.shape:
+        return None
+    return ((phi - f).norm(dim=1) / f.norm(dim=1).clamp_min(1e-12)).tolist()

@@ -257,7 +257,8 @@ def mirror(feature_shape, image_shape, encoder=None, stages=None, **kw):
     return MirrorDecoder(feature_shape, image_shape, stages)
 
 
-def _json_stages(stages):
+def stages_to_json(stages):
+    """encoder_geometry's stages with lists for tuples (as checkpoints store them)."""
     return [{k: list(v) if isinstance(v, tuple) else v for k, v in s.items()} for s in stages]
 
 

@@ -15,6 +15,7 @@ The images are kept as uint8 pixels (4x smaller than float and exact); the netwo
 :class:`TargetTransform`, on the training device.
 """
 import collections
+import hashlib
 import json
 import os
 import threading
@@ -115,6 +116,21 @@ class FeatureStore:
             feats[dest] = f[local]
             imgs[dest] = im[local]
         return feats, imgs
+
+
+def store_id(store):
+    """A fingerprint of a feature store (its index: model, layer, shapes, shards, image paths; and the first
+    64 KiB of its first and last feature shards, since stores written from arrays may share an index), so
+    that a run folder can tell which store it was trained on (a moved or copied store keeps its id)."""
+    h = hashlib.sha1(json.dumps(store.index, sort_keys=True).encode())
+    shards = store.index.get("shards") or []
+    for s in shards[:1] + shards[-1:]:
+        try:
+            with open(os.path.join(store.path, s["features"]), "rb") as f:
+                h.update(f.read(1 << 16))
+        except OSError:
+            pass  # an unreadable shard is reported when training reads it
+    return h.hexdigest()[:16]
 
 
 class TargetTransform(torch.nn.Module):

@@ -15,10 +15,13 @@ from ..registry import Registry
 EXPERIMENTS = Registry("experiment")
 
 
-def register(name, param=None):
-    """Register an experiment; ``param`` names the value it takes after '=' (None: takes none)."""
+def register(name, param=None, per_image=False):
+    """Register an experiment; ``param`` names the value it takes after '=' (None: takes none).
+    ``per_image``: row i of its result is image i's features changed (so ``apply`` compares the
+    reconstruction with image i); otherwise the rows are new feature vectors (no original to compare)."""
     def deco(fn):
         fn.param = param
+        fn.per_image = per_image
         return EXPERIMENTS.register(name)(fn)
 
     return deco
@@ -37,6 +40,11 @@ def parse_spec(spec):
         return name, float(value)
     except ValueError:
         raise PreimageError(f"experiment '{name}' takes a number, got '{value}'") from None
+
+
+def is_per_image(spec):
+    """Whether the experiment ``spec`` (None: plain reconstruction) keeps one row per input image."""
+    return spec is None or EXPERIMENTS[parse_spec(spec)[0]].per_image
 
 
 def run_experiment(spec, feats, stats=None):
@@ -77,13 +85,13 @@ def _topk_mask(feats, k):
     return mask.view_as(feats)
 
 
-@register("topk", "k")
+@register("topk", "k", per_image=True)
 def topk(feats, stats=None, k=5):
     """Keep only the k largest components of each feature vector (the rest set to zero)."""
     return torch.where(_topk_mask(feats, k), feats, torch.zeros_like(feats)), [f"top {int(k)}"] * len(feats)
 
 
-@register("all-but-topk", "k")
+@register("all-but-topk", "k", per_image=True)
 def all_but_topk(feats, stats=None, k=5):
     """Set the k largest components to zero, keep the rest."""
     return torch.where(_topk_mask(feats, k), torch.zeros_like(feats), feats), [f"all but top {int(k)}"] * len(feats)
@@ -131,7 +139,7 @@ def histogram(feats, stats=None, n=8, seed=0):
     return x.view(n, *st.shape).to(st.device, st.dtype), [f"histogram {i}" for i in range(n)]
 
 
-@register("binarize")
+@register("binarize", per_image=True)
 def binarize(feats, stats=None):
     """Positive components set to the mean of that vector's positive components, the rest to zero
     (keeps which units fire, drops how strongly)."""

@@ -1,6 +1,6 @@
 """Decoders trained elsewhere: Caffe (prototxt + caffemodel), Torch7 (.t7, or its converted .pt), ONNX.
 
-Each becomes a :class:`~.apply.Decoder` that ``apply`` accepts. An imported decoder outputs images in
+Each becomes a :class:`~.checkpoint.Decoder` that ``apply`` accepts. An imported decoder outputs images in
 its encoder's preprocessed input space, like ours; the picture conversion (mean, scale, channel order)
 comes from the encoder model given to ``apply`` (``--model``), or from ``preprocess=``.
 One registered importer per file kind.
@@ -12,20 +12,10 @@ import torch
 
 from ..errors import PreimageError
 from ..registry import Registry
+from .checkpoint import Decoder, read_torch_file
 
 IMPORTERS = Registry("decoder importer")
 register = IMPORTERS.register
-
-
-def read_torch_file(path):
-    """A .pt / .pth / .ckpt file loaded with ``weights_only`` (None for other files, or one torch cannot load
-    safely: the caller says what was expected). Loaded once and handed on: checkpoints can be large."""
-    if not path.endswith((".pt", ".pth", ".ckpt")):
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None
 
 
 def import_decoder(path, feature_shape=None, layer=None, preprocess=None, model_path=None, loaded=None, **_):
@@ -35,8 +25,6 @@ def import_decoder(path, feature_shape=None, layer=None, preprocess=None, model_
     if ext not in IMPORTERS:
         raise PreimageError(f"not a decoder file: expected a training checkpoint (.pt), a Caffe .prototxt, a Torch7 .t7 "
                             f"or an .onnx decoder (found '{ext or 'no extension'}')", path=path)
-    from .apply import Decoder
-
     net, inferred, source = IMPORTERS[ext](path, **({"loaded": loaded} if loaded is not None else {}))
     feature_shape = feature_shape or inferred
     if feature_shape is None:
@@ -59,7 +47,7 @@ def import_decoder(path, feature_shape=None, layer=None, preprocess=None, model_
 
 
 def _onnx_like(path):
-    from ..converters.onnx_torch.load import load_features
+    from ..converters.onnx_torch.load import load_features  # deferred: onnx + onnx2torch, for this kind only
 
     fx = load_features(path)  # a .prototxt is converted on the fly (its .caffemodel beside it)
     if len(fx.outputs) != 1 or len(fx.input_names) != 1:
@@ -94,7 +82,7 @@ def _first_input_shape(module):
 @register(".t7")
 def torch7_decoder(path):
     """A Torch7 nn model, through the Torch7 converter."""
-    from ..converters.torch7 import load_t7_model
+    from ..converters.torch7 import load_t7_model  # deferred: the Torch7 converter, for this kind only
 
     net = load_t7_model(path)
     return net, _first_input_shape(net), {"format": "torch7", "file": os.path.abspath(path)}
@@ -103,7 +91,7 @@ def torch7_decoder(path):
 @register(".pt", ".pth")
 def torch7_checkpoint_decoder(path, loaded=None):
     """A Torch7 model converted with ``preimage convert torch7 ... -o MODEL.pt``."""
-    from ..converters.torch7.build import CHECKPOINT_FORMAT, from_checkpoint
+    from ..converters.torch7.build import CHECKPOINT_FORMAT, from_checkpoint  # deferred, as above
 
     ck = loaded if loaded is not None else read_torch_file(path)
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:

@@ -30,7 +30,7 @@ def test_torchrun_two_processes_equals_single(encoder, image_dir, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
-           "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0", str(script), str(tmp_path / "f"),
+           "--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0", "--monitor-interval", "0.1", str(script), str(tmp_path / "f"),
            str(tmp_path / "ddp"), json.dumps(OPTS)]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]

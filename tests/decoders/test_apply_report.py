@@ -13,7 +13,7 @@ from preimage.decoders import report
 from preimage.decoders.apply import apply_decoder, load_decoder
 from preimage.decoders.extract import extract_features
 from preimage.decoders.train import train_decoder
-from preimage.models.preprocess import load_image, resize_center_crop
+from preimage.preprocess import load_image, resize_center_crop
 
 
 @pytest.fixture

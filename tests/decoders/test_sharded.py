@@ -90,7 +90,7 @@ def launched(tmp_path_factory):
     pytest.importorskip("torch.distributed.run")
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    from preimage.models.preprocess import save_image
+    from preimage.preprocess import save_image
 
     tmp = tmp_path_factory.mktemp("sharded")
     rng = np.random.default_rng(4)

@@ -12,7 +12,7 @@ from preimage.decoders.extract import extract_features
 from preimage.decoders.train import read_metrics, train_decoder
 from preimage.decoders.trainer import Trainer
 from preimage.errors import PreimageError
-from preimage.models.preprocess import Preprocess, save_image
+from preimage.preprocess import Preprocess, save_image
 
 SMALL_FC = dict(fcs=[64], start=[8, 4, 4], ups=[8, 8, 3])
 

@@ -311,6 +311,8 @@ def _build(spec, b, notices, opset):
                 raise b.error("Python layers are not supported (only as data layers without bottoms)",
                               UnsupportedError)
             tops = list(layer.top)
+            if not tops:
+                raise b.error("has no top (a data layer names the blob it feeds)")
             if all(top in overrides for top in tops):
                 shapes = [overrides[top] for top in tops]
             elif tops and tops[0] in overrides and t != "Input":  # the data given; labels follow the batch
@@ -348,7 +350,10 @@ def _build(spec, b, notices, opset):
             raise b.error("has no top")
         vals = _layer_values(b, layer)
         b.begin(layer, vals)
-        emit(b, layer, xs)
+        try:
+            emit(b, layer, xs)
+        except IndexError:  # an emitter reading a bottom or top the layer does not have
+            raise b.error(f"has {len(xs)} bottom(s) and {len(layer.top)} top(s): too few for a {t} layer") from None
         _check_blob_count(b, layer)
         for v in vals:
             if v not in b.shapes:

@@ -81,11 +81,14 @@ PREPROCESS_KEYS = {
 }
 
 
+NULLABLE = {"input", "mean", "mean_file", "input_size"}  # null: not given (the other keys have defaults)
+
+
 def _preprocess(v):
     if not isinstance(v, dict):
         return "an object"
     for k, (ok, what) in PREPROCESS_KEYS.items():
-        if k in v and v[k] is not None and not ok(v[k]):
+        if k in v and not (v[k] is None and k in NULLABLE) and not ok(v[k]):
             return f"{what} as {k!r} (found {_short(v[k])})"
 
 
@@ -112,9 +115,13 @@ def _short(v, n=60):
     return text if len(text) <= n else text[:n] + "..."
 
 
+def _text(s):
+    return s.decode("utf-8", "replace") if isinstance(s, bytes) else s  # protobuf gives bytes for invalid UTF-8
+
+
 def raw_entries(model):
     """``{key: text}`` of a ModelProto's metadata_props (the last of a repeated key wins)."""
-    return {p.key: p.value for p in model.metadata_props}
+    return {_text(p.key): _text(p.value) for p in model.metadata_props}
 
 
 def parse_entry(key, text, path=None):
@@ -143,7 +150,18 @@ def read_metadata(model, key, default=None, path=None):
 
 
 def check_metadata(model, path=None):
-    """Check every ``preimage.*`` entry of ``model`` (raises FormatError naming ``path`` and the entry)."""
+    """Check every ``preimage.*`` entry of ``model`` (raises FormatError naming ``path`` and the entry),
+    and that ``preimage.inputs`` agrees with the graph's inputs where both give a shape."""
     for key, text in raw_entries(model).items():
         if key.startswith(PREFIX):
             parse_entry(key, text, path)
+    declared = read_metadata(model, "preimage.inputs", {}, path)
+    for vi in model.graph.input:
+        shape = declared.get(vi.name)
+        t = vi.type.tensor_type
+        if shape is None or not t.HasField("shape"):
+            continue
+        graph = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        if len(graph) != len(shape) or any(g and _is_int(m) and g != m for g, m in zip(graph[1:], shape[1:])):
+            raise FormatError(f"metadata entry 'preimage.inputs' gives input {vi.name!r} the shape {_short(shape)}, "
+                              f"the graph {_short(graph)}; convert the model again", path=path)

@@ -50,12 +50,15 @@ class Outcomes:
         assert self.ok >= min_ok * self.n, f"the mutations rarely leave a readable input: {self.line()}"
 
 
-def run(name, n, make, read, *, seed=13, timeout=3.0, out_dir=None, expect_in_error=None):
+def run(name, n, make, read, *, seed=13, timeout=10.0, out_dir=None, expect_in_error=None, warm=None):
     """``make(rng, k) -> mutant`` (anything ``read`` takes); ``read(mutant)`` returns normally for a valid
     input (checking its output itself) or raises. ``out_dir``: a folder that must be empty after every
     mutant whose ``read`` failed (no partial output, no temporary file); ``read`` moves or removes what
-    it writes on success. ``expect_in_error(mutant) -> str``: text a clean error must contain (the file)."""
+    it writes on success. ``expect_in_error(mutant) -> str``: text a clean error must contain (the file).
+    ``warm``: the unmutated input, read first (it must read; the first call's imports are not timed)."""
     res = Outcomes(name)
+    if warm is not None:
+        read(warm)
     n = max(1, int(round(n * SCALE)))
     old = signal.signal(signal.SIGALRM, _alarm)
     start = time.perf_counter()
@@ -80,6 +83,8 @@ def run(name, n, make, read, *, seed=13, timeout=3.0, out_dir=None, expect_in_er
                     res.failures.append(f"{name} mutant {k}: the error does not name {want}: {text[:300]}")
                 else:
                     res.clean += 1
+                    if os.environ.get("PREIMAGE_FUZZ_SHOW"):
+                        print(f"  {name} {k}: {text[:160]}")
             except Hang:
                 res.failures.append(f"{name} mutant {k}: still running after {timeout} s (a hang)")
             except Exception as e:  # noqa: BLE001 - anything else is what the fuzzer is for

@@ -183,7 +183,13 @@ class FeatureExtractor(nn.Module):
         inputs = self._inputs(args, kwargs)
         result = {}
         if self._unique:
-            out = self.module(*[inputs[n] for n in self.input_names])
+            try:
+                out = self.module(*[inputs[n] for n in self.input_names])
+            except (IndexError, ValueError, TypeError, KeyError) as e:
+                # a graph whose shapes do not fit at run time (onnx2torch's modules index dims and lists):
+                # a RuntimeError like torch's own, which the commands turn into one line with a hint
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                raise RuntimeError(f"the converted graph fails on this input ({type(e).__name__}: {first})") from None
             if not isinstance(out, (tuple, list)):
                 out = (out,)
             result = dict(zip(self._unique, out))

@@ -111,12 +111,19 @@ CHECKS = {"preimage.blobs": _blobs, "preimage.inputs": _inputs, "preimage.layers
 
 
 def _short(v, n=60):
-    text = json.dumps(v) if not isinstance(v, str) else repr(v)
+    text = json.dumps(v, default=lambda o: type(o).__name__) if not isinstance(v, str) else repr(v)
     return text if len(text) <= n else text[:n] + "..."
 
 
 def _text(s):
     return s.decode("utf-8", "replace") if isinstance(s, bytes) else s  # protobuf gives bytes for invalid UTF-8
+
+
+def problem_of(key, value):
+    """What is wrong with the parsed value of entry ``key`` (None when it is well formed); for the same
+    data kept elsewhere (a decoder checkpoint's ``preprocess`` is a ``preimage.preprocess`` value)."""
+    check = CHECKS.get(key)
+    return check(value) if check is not None else None
 
 
 def raw_entries(model):
@@ -134,8 +141,7 @@ def parse_entry(key, text, path=None):
         msg = str(e).splitlines()[0][:80] if isinstance(e, ValueError) else "nested too deeply"
         raise FormatError(f"metadata entry {key!r} is not valid JSON ({msg}); convert the model again",
                           path=path) from None
-    check = CHECKS.get(key)
-    problem = check(value) if check is not None else None
+    problem = problem_of(key, value)
     if problem:
         raise FormatError(f"metadata entry {key!r} is damaged: expected {problem}; convert the model again",
                           path=path)

@@ -14,7 +14,7 @@ import torch.nn as nn
 from ..device import resolve_device
 from ..errors import PreimageError
 from ..models.preprocess import Preprocess, load_image, resize_center_crop, save_image
-from .architectures import build_decoder
+from .checkpoint_entries import build_net
 from .experiments import FeatureStats, run_experiment
 
 
@@ -53,8 +53,7 @@ def load_decoder(path, device="cpu", **overrides):
 
     ck = read_torch_file(path)  # once: a training checkpoint can hold a gigabyte of weights and optimiser state
     if isinstance(ck, dict) and ck.get("format") == CHECKPOINT_FORMAT:
-        net = build_decoder(ck["arch"], ck["feature_shape"], ck["image_shape"], **ck["arch_options"])
-        net.load_state_dict(ck["model"])
+        net = build_net(ck, path)  # the entries checked first: a damaged checkpoint is one line naming the file
         dec = Decoder(net, ck["feature_shape"], ck["image_shape"], ck["preprocess"], ck.get("layer"), ck.get("model_path"),
                       source={"checkpoint": os.path.abspath(path), "iter": ck["iter"]})
     else:

@@ -36,18 +36,33 @@ layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 
 
 def _read(path, image):
-    """What a user does with a model: list it, load it for a blob, run it, preprocess an image for it."""
+    """What a user does with a model: list it (CLI), load it for a layer and a blob, run it, preprocess an
+    image for it. Every step runs on every mutant (a model 'layers' refuses still goes to load_features);
+    the first clean error is the outcome, any other exception a failure."""
     from preimage.cli import cli
     from preimage.converters.onnx_torch.load import load_features
+    from preimage.errors import PreimageError
 
-    harness.cli_outcome(CliRunner().invoke(cli, ["layers", str(path), "--torch"]))
-    fx = load_features(str(path), outputs=["conv1", "prob"])
-    x = fx.preprocess.load([str(image)])
-    try:
-        out = fx(x)
-    except RuntimeError:  # a shape the mutation changed no longer fits this input: torch's one-line message
-        return
-    assert set(out) == {"conv1", "prob"}
+    def listing():
+        harness.cli_outcome(CliRunner().invoke(cli, ["layers", str(path), "--torch"]))
+
+    def features():
+        fx = load_features(str(path), outputs=["conv1", "prob"])
+        x = fx.preprocess.load([str(image)])
+        try:
+            out = fx(x)
+        except RuntimeError:  # a shape the mutation changed no longer fits this input: torch's one-line message
+            return
+        assert set(out) == {"conv1", "prob"}
+
+    errors = []
+    for step in (listing, features):
+        try:
+            step()
+        except PreimageError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 def test_mutated_onnx_structure_and_metadata(seed_model, tmp_path):

@@ -41,11 +41,19 @@ def read_model(model, load_external_data=True):
 
 
 def check_is_model(model, path):
-    """Refuse a ModelProto without nodes and inputs: protobuf parses many non-ONNX files as an empty model."""
-    if not model.graph.node and not model.graph.input:
+    """Refuse a ModelProto without nodes and inputs (protobuf parses many non-ONNX files as an empty model),
+    and one whose names are not text (protobuf hands invalid UTF-8 over as bytes)."""
+    g = model.graph
+    if not g.node and not g.input:
         raise FormatError("not an ONNX model (it parses as an empty graph: no nodes, no inputs); expected an "
                           ".onnx file, a Caffe deploy .prototxt (weights beside it) or a converted Torch7 .onnx",
                           path=path)
+    names = [v.name for v in list(g.input) + list(g.output) + list(g.initializer) + list(g.value_info)]
+    for n in g.node:
+        names += [n.name, n.op_type, n.domain, *n.input, *n.output]
+    bad = next((x for x in names if not isinstance(x, str)), None)
+    if bad is not None:
+        raise FormatError(f"damaged ONNX model: the name {bad[:40]!r} is not UTF-8 text", path=path)
 
 
 def check_onnx(model, path=None):

@@ -17,7 +17,9 @@ class PreimageError(Exception):
             prefix = self.path + (f":{where}" if where else "") + ": "
         elif where:
             prefix = f"{where}: "
-        super().__init__(prefix + message)
+        text = prefix + str(message)
+        # one line, whatever a damaged file put into the names the message quotes (a class name, a layer name)
+        super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class FormatError(PreimageError):

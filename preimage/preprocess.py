@@ -12,10 +12,15 @@ The metadata (a JSON object written by the converters) may hold:
 ``input_size``     ``[H, W]`` of the network input
 ``assumed``        list of the keys above that were not in the source model but filled with defaults
 
+A ``mean_file`` named by a model's metadata must lie in the model's folder (a relative name is read
+from there; an absolute or ``../`` path that leaves it is refused when the mean is needed, so that a
+model file cannot make preimage read elsewhere). A mean file passed explicitly
+(``Preprocess.from_onnx(model, mean_file=PATH)``, ``load_features(..., mean_file=PATH)``,
+``preimage validate --mean-file PATH``) is read wherever it is.
+
 Network input = (pixel * raw_scale / 255 - mean) * scale, channels reordered to ``channel_order``.
 """
 import functools
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
@@ -77,11 +82,12 @@ class Preprocess:
     input_size: Optional[List[int]] = None
     assumed: List[str] = field(default_factory=list)
     base_dir: Optional[str] = field(default=None, repr=False)
+    mean_file_from_model: bool = field(default=False, repr=False)  # then it must stay in base_dir
 
     @classmethod
     def from_metadata(cls, meta, base_dir=None):
         meta = dict(meta or {})
-        known = {k: meta[k] for k in cls.__dataclass_fields__ if k in meta and k != "base_dir"}
+        known = {k: meta[k] for k in cls.__dataclass_fields__ if k in meta and k not in ("base_dir", "mean_file_from_model")}
         p = cls(**known, base_dir=base_dir)
         if p.mean is None and p.mean_file is None and "mean" not in meta:
             p.mean = list(IMAGENET_MEAN_BGR if p.channel_order.upper() == "BGR" else IMAGENET_MEAN_BGR[::-1])
@@ -89,42 +95,63 @@ class Preprocess:
         return p
 
     @classmethod
-    def from_onnx(cls, model):
-        """Read the ``preimage.preprocess`` entry of an ONNX model (path or ModelProto)."""
+    def from_onnx(cls, model, mean_file=None):
+        """Read the ``preimage.preprocess`` entry of an ONNX model (path or ModelProto). ``mean_file``: a
+        mean image passed explicitly, used instead of the metadata's (which must lie in the model's folder)."""
         import onnx  # deferred: this floor needs onnx only to read a model's metadata
 
-        base_dir = None
+        from ..converters.metadata import check_metadata, read_metadata
+
+        base_dir = path = None
         if isinstance(model, (str, os.PathLike)):
-            base_dir = os.path.dirname(os.path.abspath(model))
-            model = onnx.load(os.fspath(model), load_external_data=False)
-        props = {p.key: p.value for p in model.metadata_props}
-        meta = json.loads(props.get("preimage.preprocess", "{}") or "{}")
+            path = os.fspath(model)
+            base_dir = os.path.dirname(os.path.abspath(path))
+            try:
+                model = onnx.load(path, load_external_data=False)
+            except Exception as e:  # a damaged or missing file: one line
+                raise FormatError(f"not a readable ONNX model ({type(e).__name__}: {str(e)[:120]})", path=path) from None
+            check_metadata(model, path)
+        meta = read_metadata(model, "preimage.preprocess", {}, path)
         p = cls.from_metadata(meta, base_dir=base_dir)
+        p.mean_file_from_model = bool(p.mean_file)
+        if mean_file is not None:
+            p.mean_file, p.mean_file_from_model = os.fspath(mean_file), False
         if p.input_size is None:
-            inputs = json.loads(props.get("preimage.inputs", "{}") or "{}")
+            inputs = read_metadata(model, "preimage.inputs", {}, path)
             name = p.input or (next(iter(inputs)) if inputs else None)
             shape = inputs.get(name) if name else None
-            if shape and len(shape) == 4:
+            if shape and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]):  # not a free H/W
                 p.input_size = [int(shape[2]), int(shape[3])]
         return p
 
     def to_metadata(self):
         d = asdict(self)
         d.pop("base_dir")
+        d.pop("mean_file_from_model")
         return {k: v for k, v in d.items() if v is not None and v != []}
 
     def mean_array(self, size):
         """The mean as a float32 array broadcastable to C x H x W (``size`` = (H, W)), network channel order."""
         if self.mean_file:
-            path = self.mean_file
-            if self.base_dir and not os.path.isabs(path):
-                path = os.path.join(self.base_dir, path)
-            path = os.fspath(path)
+            path = self._mean_path()
             stamp = os.stat(path).st_mtime_ns if os.path.isfile(path) else None
             return _sized_mean(path, stamp, None if size is None else tuple(size)).copy()
         if self.mean is not None:
             return np.asarray(self.mean, dtype=np.float32).reshape(-1, 1, 1)
         return np.zeros((1, 1, 1), np.float32)
+
+    def _mean_path(self):
+        path = os.fspath(self.mean_file)
+        if self.base_dir and not os.path.isabs(path):
+            path = os.path.join(self.base_dir, path)
+        if self.mean_file_from_model:  # a model file must not make us read outside its folder
+            root = os.path.realpath(self.base_dir or os.getcwd())
+            if os.path.commonpath([root, os.path.realpath(path)]) != root:
+                raise PreimageError(f"the model's metadata (preimage.preprocess mean_file) names a mean file outside "
+                                    f"the model's folder {root}: {self.mean_file!r}; copy it beside the model, or pass "
+                                    "it explicitly: --mean-file PATH (preimage validate), Preprocess.from_onnx(model, "
+                                    "mean_file=PATH) or load_features(..., mean_file=PATH)", path=path)
+        return path
 
     def image_to_array(self, img, size=None):
         """H x W x 3 RGB [0, 255] -> C x H x W float32 network input (resized to ``size`` or input_size)."""

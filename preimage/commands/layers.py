@@ -40,6 +40,8 @@ def layers(model, blobs, as_json, torch_view):
     and, for layers computed from the image, the receptive field in input pixels: size / stride
     (as in Mahendran & Vedaldi's tables: AlexNet conv1 11/4, pool5 195/32, fc6 355/32). "global": the
     unit sees the whole input, whose size the model leaves free (global pooling with dynamic H/W).
+    An .onnx model is checked first (onnx.checker, operator types, the preimage.* metadata): a model
+    that fails gets a one-line error and exit status 2, not a table.
 
     \b
     Examples:
@@ -58,15 +60,13 @@ def layers(model, blobs, as_json, torch_view):
         raise PreimageError("expected a .onnx model or a Caffe .prototxt", path=model)
     loaded = model
     if model.endswith(".onnx"):
-        import onnx  # deferred with the converters, above
+        from ..converters.onnx_torch.graph import check_onnx, read_model  # deferred: onnx; --help stays fast
 
-        try:
-            loaded = onnx.load(model, load_external_data=False)
-        except Exception as e:  # a damaged file: say so in one line
-            raise PreimageError(f"not a readable ONNX model ({str(e).splitlines()[0][:120]})", path=model) from None
-        check_is_model(loaded, model)  # protobuf reads many other files as an empty graph
+        # a damaged file, a non-ONNX file (an empty graph), damaged preimage.* metadata: one line each
+        loaded = read_model(model, load_external_data=False)
+        check_onnx(loaded, model)  # no table for a model onnx.checker rejects
     table = layer_table(loaded)
-    inv = _invertible(model) if torch_view else None
+    inv = _invertible(model, loaded) if torch_view else None
     if inv is not None:
         for r in table["layers"]:
             r["torch"] = "no: left out" if r.get("left_out") else inv.get(r["values"][0], "no: not computed from the image")
@@ -99,7 +99,7 @@ def layers(model, blobs, as_json, torch_view):
         _print_rows(rows)
 
 
-def _invertible(model):
+def _invertible(model, loaded):
     """{value: "yes" | "no: reason"} from the torch converters' point of view (structure only)."""
     # deferred: onnx and the converters, only for --torch
     import onnx
@@ -109,7 +109,7 @@ def _invertible(model):
 
     if model.endswith(".prototxt"):
         return torch_view(convert_caffe_full(model, weightless=True).model)
-    return torch_view(onnx.load(model, load_external_data=False))
+    return torch_view(loaded)
 
 
 def _print_rows(rows):

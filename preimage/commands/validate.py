@@ -27,10 +27,14 @@ from .options import device_option, model_option
               help="For --grads: take max-pooling argmax and ReLU on/off from the reference activations "
                    "(float32 rounding flips near-ties between Caffe and torch, which moves a window's gradient "
                    "to another pixel), or from the model's own forward pass.")
+@click.option("--mean-file", type=click.Path(dir_okay=False), default=None,
+              help="Mean image (.binaryproto or .npy) for an image --input, instead of the one the model's metadata "
+                   "names (which is read only from the model's folder).")
 @device_option(default="cpu")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the report (every row, the summary) as JSON to this file.")
-def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, grad_decisions, device, json_out):
+def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, grad_decisions, mean_file, device,
+             json_out):
     """Compare a converted model with reference activations and input gradients.
 
     Prints one row per tensor (name, shape, max |ref|, max abs error, relative error, pass/FAIL) and a
@@ -43,12 +47,13 @@ def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, gr
       preimage validate -m alexnet.onnx -r layers.npz --keys layers --backend both
       preimage validate -m alexnet.onnx -r blobs.npz --grads grads.npz --json report.json
       preimage validate -m net.prototxt -r dump/ --input cat.jpg      # folder of .npy, image input
+      preimage validate -m net.onnx -r blobs.npz -i cat.jpg --mean-file ~/ilsvrc_mean.binaryproto
     """
     from ..converters.validate import validate as run, write_json  # deferred: torch, onnx; --help stays fast
 
     try:
         report = run(model, reference, input=input_, grads=grads, keys=keys, backend=backend, rtol=rtol,
-                     grad_rtol=grad_rtol, device=device, decisions=grad_decisions)
+                     grad_rtol=grad_rtol, device=device, decisions=grad_decisions, mean_file=mean_file)
     except RuntimeError as e:  # torch on an input of the wrong size: the reference is another model's
         if type(e).__name__ == "OutOfMemoryError":
             raise

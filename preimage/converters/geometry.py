@@ -16,13 +16,13 @@ kept (the pooled map's, which sets invert's jitter) and ``"global": True``; wher
 (exported with dynamic H/W) the size of such a field is unknown and given as ``size: None`` ("the whole
 input"), also for everything computed from it.
 """
-import json
 import os
 
 import onnx
 from onnx import helper, numpy_helper
 
 from .caffe.convert import convert_caffe_full
+from .metadata import read_metadata
 
 SPATIAL_WINDOW_OPS = {"Conv", "MaxPool", "AveragePool", "LpPool"}
 GLOBAL_OPS = {"Flatten", "Reshape", "Gemm", "MatMul", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
@@ -131,7 +131,9 @@ def _load(model):
         path = os.fspath(model)
         if path.endswith(".prototxt"):
             return convert_caffe_full(path, weightless=True).model
-        return onnx.load(path, load_external_data=False)
+        from .onnx_torch.graph import read_model
+
+        return read_model(path, load_external_data=False)  # clear errors, metadata checked naming the file
     return model
 
 
@@ -141,8 +143,7 @@ def receptive_fields(onnx_model, shapes=None):
     model = _load(onnx_model)
     shapes = shapes if shapes is not None else _shapes(model)
     inits = {t.name for t in model.graph.initializer}
-    meta = {p.key: p.value for p in model.metadata_props}
-    declared = json.loads(meta["preimage.inputs"]) if "preimage.inputs" in meta else None
+    declared = read_metadata(model, "preimage.inputs")
     fields = {}
     for i in model.graph.input:
         s = shapes.get(i.name)
@@ -229,14 +230,14 @@ def layer_table(model):
     model = _load(model)
     shapes = _shapes(model)
     rf = receptive_fields(model, shapes)
-    meta = {p.key: p.value for p in model.metadata_props}
-    inputs = json.loads(meta.get("preimage.inputs", "{}") or "{}")
+    inputs = read_metadata(model, "preimage.inputs", {})
     if not inputs:
         inits = {t.name for t in model.graph.initializer}
         inputs = {i.name: shapes.get(i.name) for i in model.graph.input if i.name not in inits}
     rows = []
-    if "preimage.layers" in meta:
-        for l in json.loads(meta["preimage.layers"]):
+    layers = read_metadata(model, "preimage.layers")
+    if layers:
+        for l in layers:
             vals = l.get("values") or [l.get("value")]
             rows.append({"name": l["name"], "type": l["type"], "values": vals, "shape": shapes.get(vals[0]),
                          "receptive_field": rf.get(vals[0]), "index": l.get("index")})
@@ -250,6 +251,6 @@ def layer_table(model):
         at = next((i for i, r in enumerate(rows) if (r.get("index") or 0) > (e.get("index") or 0)), len(rows))
         rows.insert(at, row)
     blobs = []
-    for blob, value in json.loads(meta.get("preimage.blobs", "{}") or "{}").items():
+    for blob, value in read_metadata(model, "preimage.blobs", {}).items():
         blobs.append({"blob": blob, "value": value, "shape": shapes.get(value), "receptive_field": rf.get(value)})
     return {"layers": rows, "blobs": blobs, "inputs": inputs}

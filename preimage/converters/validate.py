@@ -145,28 +145,32 @@ def _load_npy(path):
         raise FormatError(f"not a readable .npy array ({type(e).__name__}: {e})", path=path) from None
 
 
-def load_input(input, model, reference_path=None, reference=None):
+def load_input(input, model, reference_path=None, reference=None, base_dir=None, mean_file=None):
     """``{input name: float32 array N x ...}`` from an .npy/.npz/image file, or found beside the reference.
 
     Without ``input``: the reference's own entries for the input blobs (pycaffe's ``net.blobs`` holds
-    them), else ``inputs.npz`` / ``input.npy`` in the reference's folder.
+    them), else ``inputs.npz`` / ``input.npy`` in the reference's folder. An image is preprocessed with
+    the model's metadata; ``base_dir``: the model's folder (where its mean file lies), ``mean_file``: a
+    mean image passed explicitly instead.
     """
     names = graph_inputs(model)
     if input is None:
         if reference is not None and all(n in reference for n in names):
-            return {n: np.asarray(reference[n], np.float32) for n in names}
+            return {n: _floats(reference[n], f"the reference's entry {n!r}", reference_path) for n in names}
         folder = os.path.dirname(os.path.abspath(reference_path)) if reference_path and not os.path.isdir(reference_path) \
             else os.fspath(reference_path or ".")
         for candidate in ("inputs.npz", "input.npy"):
             if os.path.isfile(os.path.join(folder, candidate)):
-                return load_input(os.path.join(folder, candidate), model)
+                return load_input(os.path.join(folder, candidate), model, base_dir=base_dir, mean_file=mean_file)
         raise PreimageError(f"no input given and none found in the reference or beside it (expected the input "
                             f"blob(s) {names} in the reference, or inputs.npz / input.npy); pass --input")
     path = os.fspath(input)
     if path.lower().endswith(IMAGE_SUFFIXES):
         if len(names) != 1:
             raise PreimageError(f"an image can feed a single-input model only; this one has inputs {names}", path=path)
-        return {names[0]: Preprocess.from_onnx(model).load([path]).numpy()}
+        pre = Preprocess.from_onnx(model, mean_file=mean_file)
+        pre.base_dir = base_dir or pre.base_dir
+        return {names[0]: pre.load([path]).numpy()}
     arrays = load_arrays(path, "input")
     if path.endswith(".npy") or (len(arrays) == 1 and len(names) == 1):
         arrays = {names[0]: next(iter(arrays.values()))}
@@ -175,13 +179,28 @@ def load_input(input, model, reference_path=None, reference=None):
         raise PreimageError(f"input file lacks the model input(s) {missing} (it has {sorted(arrays)})", path=path)
     out = {}
     for n in names:
-        a = np.asarray(arrays[n], np.float32)
+        a = _floats(arrays[n], f"input {n!r}", path)
         out[n] = a[None] if a.ndim == 3 else a
     return out
 
 
+def _is_numeric(a):
+    return np.asarray(a).dtype.kind in "biuf"
+
+
+def _floats(a, what, path):
+    """``a`` as float32, or one line saying what it holds instead of numbers."""
+    a = np.asarray(a)
+    if not _is_numeric(a):
+        raise FormatError(f"{what} holds {a.dtype} values, not real numbers", path=path)
+    return a.astype(np.float32)
+
+
 def _compare(name, backend, kind, got, ref, rtol, note=""):
     ref = np.asarray(ref)
+    if not _is_numeric(ref):  # e.g. strings saved into the .npz: a failing row, not a numpy traceback
+        return Row(name, backend, kind, None if got is None else list(np.shape(got)), list(ref.shape), None, None,
+                   None, False, f"the reference holds {ref.dtype} values, not real numbers")
     if got is None:
         return Row(name, backend, kind, None, list(ref.shape), None, None, None, False, note or "not computed")
     got = np.asarray(got)
@@ -217,7 +236,10 @@ def _run_onnxruntime(model, inputs, values):
             raise PreimageError(f"onnxruntime cannot load the model: {msg.splitlines()[0]}") from None
     feeds = {i.name: inputs[i.name] for i in sess.get_inputs()}
     names = list(dict.fromkeys(values))
-    return dict(zip(names, sess.run(names, feeds)))
+    try:
+        return dict(zip(names, sess.run(names, feeds)))
+    except Exception as e:  # onnxruntime's failures (a wrongly shaped input, a kernel error) are one long line
+        raise PreimageError(f"onnxruntime cannot run the model on this input: {str(e).splitlines()[0][:240]}") from None
 
 
 def check_reference_paths(reference, grads=None):
@@ -243,7 +265,7 @@ def check_reference_paths(reference, grads=None):
 
 
 def validate(model, reference, input=None, grads=None, keys="blobs", backend="torch", rtol=1e-5,
-             grad_rtol=1e-4, device="cpu", decisions="reference"):
+             grad_rtol=1e-4, device="cpu", decisions="reference", mean_file=None):
     """Run ``model`` on the reference input and compare; returns a :class:`Report` (``.ok``, ``.table()``).
 
     ``model``: .onnx path, ModelProto or .prototxt (converted with its .caffemodel). ``reference``: .npz,
@@ -252,6 +274,8 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
     ``decisions``: ``"reference"`` (default) lets max pooling and ReLU take their argmax / on-off
     decisions from the reference activations while gradients are checked (float32 rounding flips
     near-ties between Caffe and torch; see ``onnx_torch/decisions.py``); ``"model"`` uses the model's own.
+    ``mean_file``: a mean image for an image ``input``, passed explicitly (the model's metadata may only
+    name one in the model's folder). A model that onnx.checker rejects is refused in one line.
     """
     if keys not in ("blobs", "layers"):
         raise PreimageError(f"keys must be 'blobs' or 'layers', not {keys!r}")
@@ -259,8 +283,9 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
         raise PreimageError(f"backend must be torch, onnxruntime or both, not {backend!r}")
     check_reference_paths(reference, grads)
     onnx_model, base_dir, where = open_onnx(model)
+    G.check_onnx(onnx_model, where if base_dir is not None else None)
     ref = load_arrays(reference)
-    inputs = load_input(input, onnx_model, reference, ref)
+    inputs = load_input(input, onnx_model, reference, ref, base_dir=base_dir, mean_file=mean_file)
     report = Report(str(where), os.fspath(reference), rtol, grad_rtol)
     found, missing = G.resolve(onnx_model, list(ref), keys)
     report.unmatched = missing
@@ -270,6 +295,9 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
                             path=os.fspath(reference))
 
     grad_ref = load_arrays(grads, "gradients") if grads is not None else {}
+    for k, a in grad_ref.items():
+        if not _is_numeric(a):
+            raise FormatError(f"gradient entry {k!r} holds {a.dtype} values, not real numbers", path=os.fspath(grads))
     r_names = [k[2:] for k in grad_ref if k.startswith("R/")]
     grad_found, grad_missing = G.resolve(onnx_model, r_names, "blobs")
     report.unmatched += [f"R/{n}" for n in grad_missing]
@@ -277,12 +305,15 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
     backends = ["torch", "onnxruntime"] if backend == "both" else [backend]
     if "torch" in backends or grad_found:
         dev = resolve_device(device)
-        if keys == "blobs":  # one module computes the values and the gradients' blobs
-            net = net_g = load_features(onnx_model, list(dict.fromkeys(list(found) + list(grad_found))),
-                                        device=dev, keys="blobs")
-        else:  # grads are keyed by blob name: a second module reads them as blobs
-            net = load_features(onnx_model, list(found), device=dev, keys=keys)
-            net_g = load_features(onnx_model, list(grad_found), device=dev, keys="blobs") if grad_found else None
+        try:
+            if keys == "blobs":  # one module computes the values and the gradients' blobs
+                net = net_g = load_features(onnx_model, list(dict.fromkeys(list(found) + list(grad_found))),
+                                            device=dev, keys="blobs")
+            else:  # grads are keyed by blob name: a second module reads them as blobs
+                net = load_features(onnx_model, list(found), device=dev, keys=keys)
+                net_g = load_features(onnx_model, list(grad_found), device=dev, keys="blobs") if grad_found else None
+        except PreimageError as e:
+            raise _naming(e, where) from None
         xs = {n: torch.from_numpy(inputs[n]).to(dev) for n in net.input_names}
         for n, x in xs.items():
             try:
@@ -298,7 +329,8 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
             given = {}
             if decisions == "reference":
                 for name, value in found.items():
-                    given[value] = torch.from_numpy(np.asarray(ref[name], np.float32)).to(dev)
+                    if _is_numeric(ref[name]):
+                        given[value] = torch.from_numpy(np.asarray(ref[name], np.float32)).to(dev)
             _check_grads(report, net_g, inputs, grad_ref, grad_found, dev, grad_rtol, given)
     if "onnxruntime" in backends:
         out = _run_onnxruntime(onnx_model, inputs, list(found.values()))
@@ -308,6 +340,19 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
     values = sorted((r for r in report.rows if r.kind == "value"), key=lambda r: (order[found[r.name]], r.backend))
     report.rows = values + [r for r in report.rows if r.kind != "value"]
     return report
+
+
+def _naming(e, where):
+    """``e`` naming the model file ``where`` (load_features, given the loaded model, names its graph)."""
+    if not isinstance(where, str) or e.path == where:
+        return e
+    text = str(e)
+    if e.path and text.startswith(e.path + ": "):
+        text = text[len(e.path) + 2:]
+    try:
+        return type(e)(text, path=where)
+    except TypeError:  # a subclass with another signature
+        return PreimageError(text, path=where)
 
 
 NOISE_FACTOR = 4.0
@@ -341,7 +386,8 @@ def _check_grads(report, net, inputs, grad_ref, grad_found, device, rtol, given)
     differ by ``noise``), the tolerance is NOISE_FACTOR x noise (e.g. the input gradient of a saturated
     softmax, which both Caffe and torch compute from a catastrophic cancellation)."""
     all_inputs = list(net.all_input_names)
-    R = {b: torch.from_numpy(np.asarray(grad_ref[f"R/{b}"], np.float32)).to(device) for b in grad_found}
+    R = {b: torch.from_numpy(_floats(grad_ref[f"R/{b}"], f"gradient entry 'R/{b}'", None)).to(device)
+         for b in grad_found}
     g32, shapes, report.conditioned, seen = _input_grads(net, inputs, given, list(grad_found), R, torch.float32,
                                                          device)
     pending = []

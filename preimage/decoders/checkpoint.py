@@ -26,7 +26,7 @@ import torch.nn as nn
 from ..errors import PreimageError
 from ..fileio import atomic_path
 from ..preprocess import Preprocess
-from .architectures import build_decoder
+from .checkpoint_entries import build_net
 
 CHECKPOINT_FORMAT = "preimage-decoder/1"
 
@@ -91,12 +91,7 @@ def save_checkpoint(path, state):
 
 def decoder_from_checkpoint(ck, path):
     """The :class:`Decoder` of a loaded training checkpoint (its generator only is used to decode)."""
-    try:
-        net = build_decoder(ck["arch"], ck["feature_shape"], ck["image_shape"], **ck["arch_options"])
-        net.load_state_dict(ck["model"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise PreimageError(f"damaged decoder checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                            path=path) from None
+    net = build_net(ck, path)  # the entries checked first: a damaged checkpoint is one line naming the file
     return Decoder(net, ck["feature_shape"], ck["image_shape"], ck["preprocess"], ck.get("layer"), ck.get("model_path"),
                    source={"checkpoint": os.path.abspath(path), "iter": ck["iter"]})
 

@@ -4,7 +4,6 @@
 a ``FeatureExtractor`` from ``preimage.converters.onnx_torch``, or any callable x -> {name: tensor} (a plain
 torch module, for notebooks and tests).
 """
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -12,6 +11,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..converters.onnx_torch.load import load_features
+from ..converters.metadata import read_metadata
 from ..errors import PreimageError
 from ..preprocess import Preprocess
 
@@ -42,10 +42,6 @@ class Model:
         if layer in rf and rf[layer].get("size"):
             return max(rf[layer]["size"])
         return max(self.input_size) if self.input_size else 1
-
-
-def _props(onnx_model):
-    return {p.key: p.value for p in onnx_model.metadata_props} if onnx_model is not None else {}
 
 
 def _freeze(module):
@@ -83,9 +79,8 @@ def open_model(model, layers, device="cpu", preprocess=None):
     if isinstance(fx, torch.nn.Module):
         fx.to(device)
     onnx_model = getattr(fx, "onnx_model", None)
-    props = _props(onnx_model)
     pp = preprocess or getattr(fx, "preprocess", None) or (Preprocess.from_onnx(onnx_model) if onnx_model is not None else Preprocess())
-    layer_list = json.loads(props.get("preimage.layers", "[]") or "[]")
+    layer_list = read_metadata(onnx_model, "preimage.layers", []) if onnx_model is not None else []
     rf = getattr(fx, "receptive_fields", None) or {}
     size = pp.input_size
     if size is None:

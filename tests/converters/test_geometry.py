@@ -109,3 +109,60 @@ def test_global_pool_of_a_known_size_input_spans_it(tmp_path):
     # conv 3/2 on 15 x 15 gives 7 x 7 units, the last one's field ends at 2*6 + 3 = 15: the whole input
     assert rf[out["GlobalAveragePool"]]["size"] == (15, 15) and rf[out["GlobalAveragePool"]]["global"] is True
     assert rf[out["Gemm"]]["size"] == (15, 15)
+
+
+# -- 'preimage layers' checks the model first (issue 13, item 4)
+
+
+def _checked_case(kind):
+    import sys
+    from pathlib import Path
+
+    from onnx import helper as h
+
+    sys.path.insert(0, str(Path(__file__).parent / "onnx_torch"))
+    from onnx_cases import make_model, rng_array
+
+    nodes = [h.make_node("Conv", ["data", "w"], ["conv"], name="conv"), h.make_node("Relu", ["conv"], ["relu"], name="relu")]
+    model = make_model(nodes, {"data": ["N", 3, 6, 5]}, ["relu"], {"w": rng_array((2, 3, 3, 2), 1)})
+    if kind == "unknown op":
+        model.graph.node[1].op_type = "Frobnicate"
+    elif kind == "missing initializer":
+        del model.graph.initializer[:]
+    elif kind == "duplicate outputs":
+        model.graph.node[1].output[0] = "conv"
+    elif kind == "bad dtype":
+        model.graph.initializer[0].data_type = 99
+    elif kind == "wrong dtype for the op":
+        model.graph.input[0].type.tensor_type.elem_type = 7  # int64 into a Conv
+    return model
+
+
+@pytest.mark.parametrize("kind", ["unknown op", "missing initializer", "duplicate outputs", "bad dtype",
+                                  "wrong dtype for the op"])
+def test_layers_refuses_a_model_the_checker_rejects(tmp_path, kind):
+    # before: a table and exit status 0
+    import onnx
+    from click.testing import CliRunner
+
+    from preimage.cli import cli
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_checked_case(kind), str(path))
+    with pytest.raises(onnx.checker.ValidationError if kind != "bad dtype" else Exception):  # independent verdict
+        onnx.checker.check_model(str(path), full_check=True)
+    res = CliRunner().invoke(cli, ["layers", str(path)])
+    assert res.exit_code == 2 and str(path) in res.output and "onnx.checker rejects it" in res.output, res.output
+    assert "Traceback" not in res.output and "layer " not in res.output
+
+
+def test_layers_accepts_a_valid_model_without_declared_output_shapes(tmp_path):
+    import onnx
+    from click.testing import CliRunner
+
+    from preimage.cli import cli
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_checked_case("valid"), str(path))  # its output has no shape: unknown rank, valid for onnxruntime
+    res = CliRunner().invoke(cli, ["layers", str(path), "--torch"])
+    assert res.exit_code == 0 and "relu" in res.output, res.output

@@ -149,3 +149,65 @@ def test_api_refuses_an_image_as_reference_in_one_line(case):
     assert "pickle" not in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(PreimageError, match=r"grads \(--grads\) expects arrays"):
         validate(str(case / "net.onnx"), str(case / "blobs.npz"), grads=image)
+
+
+# -- malformed graphs and references (issue 13, item 4): one line, never onnx2torch's or numpy's traceback
+
+
+def _malformed(kind):
+    model = conv_net()
+    if kind == "missing initializer":
+        del model.graph.initializer[:]
+    elif kind == "duplicate outputs":
+        model.graph.node[1].output[0] = "conv"
+    elif kind == "bad dtype":
+        model.graph.initializer[0].data_type = 99
+    elif kind == "short initializer":
+        model.graph.initializer[0].raw_data = b"abc"
+    elif kind == "input nothing produces":
+        model.graph.node[0].input.append("nothing")
+    elif kind == "bad group":  # a valid ONNX graph that torch cannot build
+        model.graph.node[0].attribute.append(h.make_attribute("group", 5))
+    return model
+
+
+MALFORMED = ["missing initializer", "duplicate outputs", "bad dtype", "short initializer", "input nothing produces",
+             "bad group"]
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_malformed_graph_is_one_line_from_load_features_and_validate(case, kind):
+    # before: KeyError 'w' / 'relu' / 99 / 'nothing', ValueError (buffer size, groups) from onnx2torch
+    from preimage.converters.onnx_torch.load import load_features
+    from preimage.errors import PreimageError
+
+    path = case / "bad.onnx"
+    onnx.save(_malformed(kind), str(path))
+    with pytest.raises(PreimageError) as e:
+        load_features(str(path), ["relu"])
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    if kind != "bad group":
+        assert "onnx.checker rejects it" in str(e.value)
+    res = cli_run("-m", path, "-r", case / "blobs.npz")
+    assert res.exit_code == 2 and "Traceback" not in res.output and str(path) in res.output, res.output
+
+
+def test_string_reference_fails_its_row_only(case):
+    # before: numpy's TypeError (ufunc 'absolute' not supported for the input types) ended the comparison
+    with np.load(case / "blobs.npz") as z:
+        np.savez(case / "mixed.npz", data=z["data"], conv=np.array(["a", "b"]))
+    rep = validate(case / "net.onnx", case / "mixed.npz", input=case / "input.npy", backend="both")
+    rows = {(r.name, r.backend): r for r in rep.rows}
+    assert rows["data", "torch"].passed and rows["data", "onnxruntime"].passed
+    assert not rows["conv", "torch"].passed and "<U1" in rows["conv", "torch"].note
+    res = cli_run("-m", case / "net.onnx", "-r", case / "mixed.npz", "--grads", case / "grads.npz")
+    assert res.exit_code == 1 and "FAIL" in res.output and "Traceback" not in res.output, res.output
+
+
+def test_string_input_or_gradient_is_one_line(case):
+    np.savez(case / "strin.npz", data=np.array(["x"] * 4))
+    res = cli_run("-m", case / "net.onnx", "-r", case / "blobs.npz", "--input", case / "strin.npz")
+    assert res.exit_code == 2 and "strin.npz" in res.output and "not real numbers" in res.output, res.output
+    np.savez(case / "strgrads.npz", **{"R/conv": np.array(["r"]), "dx/conv": np.zeros((2, 2, 6, 5), np.float32)})
+    res = cli_run("-m", case / "net.onnx", "-r", case / "blobs.npz", "--grads", case / "strgrads.npz")
+    assert res.exit_code == 2 and "R/conv" in res.output and "strgrads.npz" in res.output, res.output

@@ -235,6 +235,10 @@ def fit_blob(blob, shape, builder, label, src):
     """Check a stored blob against the expected shape; return it as float32 of that shape."""
     data = blob.data
     found = tuple(blob.shape)
+    if found == shape and data.size != numel(shape):  # the dims agree, the values stored do not: damaged
+        raise FormatError(f"damaged weights for {label}: shape {list(shape)} needs {numel(shape)} values, the blob "
+                          f"holds {data.size} in {builder.weights_path or 'the caffemodel'}", path=builder.path,
+                          where=builder.where())
     if found == shape:
         return data.reshape(shape)
     squeeze = lambda s: tuple(d for d in s if d != 1)

@@ -330,6 +330,8 @@ def _build(spec, b, notices, opset, strict=False):
             continue
         if t in DATA_TYPES:
             tops = list(layer.top)
+            if not tops:
+                raise b.error("has no top (a data layer names the blob it feeds)")
             if all(top in overrides for top in tops):
                 shapes = [overrides[top] for top in tops]
             elif tops and tops[0] in overrides and t != "Input":  # the data given; labels follow the batch
@@ -371,6 +373,8 @@ def _build(spec, b, notices, opset, strict=False):
             del b.weight_inputs[mark[2]:]
             left.leave_out(layer, index, e)
             continue
+        except IndexError:  # an emitter reading a bottom or top the layer does not have
+            raise b.error(f"has {len(xs)} bottom(s) and {len(layer.top)} top(s): too few for a {t} layer") from None
         for x in xs:
             consumers[x] = True
         _check_blob_count(b, layer)

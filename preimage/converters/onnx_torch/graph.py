@@ -6,19 +6,20 @@ several tops), graph inputs by their names, and Caffe blobs by blob name through
 metadata (a blob's final value, after in-place layers). Models not made by preimage simply have no blob
 names.
 """
-import json
 import os
 
 import onnx
 from onnx import helper
 
 from ...errors import FormatError, PreimageError
+from ..metadata import check_metadata, read_metadata
 
 OUTPUT_PREFIX = "preimage_out_"
 
 
-def read_model(model):
-    """ModelProto, or an .onnx path (clear errors for a missing or damaged file)."""
+def read_model(model, load_external_data=True):
+    """ModelProto, or an .onnx path (clear errors for a missing or damaged file, or damaged ``preimage.*``
+    metadata, naming the file)."""
     if isinstance(model, onnx.ModelProto):
         return model
     path = os.fspath(model)
@@ -30,30 +31,61 @@ def read_model(model):
                           "beside it (the .caffemodel is then used) or the .onnx from 'preimage convert caffe'",
                           path=path)
     try:
-        model = onnx.load(path)
+        model = onnx.load(path, load_external_data=load_external_data)
     except Exception as e:  # protobuf's DecodeError says nothing about the file; name it
         raise FormatError(f"not a readable ONNX model ({type(e).__name__}: {e}); expected an .onnx file",
                           path=path) from None
     check_is_model(model, path)
+    check_metadata(model, path)
     return model
 
 
 def check_is_model(model, path):
-    """Refuse a ModelProto without nodes and inputs: protobuf parses many non-ONNX files as an empty model."""
-    if not model.graph.node and not model.graph.input:
+    """Refuse a ModelProto without nodes and inputs (protobuf parses many non-ONNX files as an empty model),
+    and one whose names are not text (protobuf hands invalid UTF-8 over as bytes)."""
+    g = model.graph
+    if not g.node and not g.input:
         raise FormatError("not an ONNX model (it parses as an empty graph: no nodes, no inputs); expected an "
                           ".onnx file, a Caffe deploy .prototxt (weights beside it) or a converted Torch7 .onnx",
                           path=path)
+    names = [v.name for v in list(g.input) + list(g.output) + list(g.initializer) + list(g.value_info)]
+    for n in g.node:
+        names += [n.name, n.op_type, n.domain, *n.input, *n.output]
+    bad = next((x for x in names if not isinstance(x, str)), None)
+    if bad is not None:
+        raise FormatError(f"damaged ONNX model: the name {bad[:40]!r} is not UTF-8 text", path=path)
 
 
-def metadata(model, key, default=None):
-    for p in model.metadata_props:
-        if p.key == key:
-            try:
-                return json.loads(p.value)
-            except ValueError:
-                raise FormatError(f"metadata entry {key!r} is not valid JSON") from None
-    return default
+def check_onnx(model, path=None):
+    """Refuse, in one line, a model that ``onnx.checker`` rejects (an unknown operator, an input nothing
+    produces, a value produced twice, a damaged initializer) or whose types do not fit its operators (a bad
+    or unknown dtype: strict shape inference). A graph input or output declared without a shape (unknown
+    rank, which ONNX Runtime accepts) is not an error: it is given an unknown shape for the check."""
+    import onnx
+
+    bare = [vi.type.tensor_type for vi in list(model.graph.input) + list(model.graph.output)
+            if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")]
+    try:
+        for t in bare:
+            t.shape.SetInParent()  # the checker requires the field; restored below
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+        onnx.checker.check_model(os.fspath(path) if external and path else model)  # a path finds the data files
+        for t in bare:
+            t.ClearField("shape")  # strict inference would take an empty shape for a scalar
+        bare = []
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as e:  # ValidationError, InferenceError, ValueError (a dtype number ONNX does not know)
+        text = " ".join(str(e).split("==> Context")[0].split()) or type(e).__name__  # the checker's lines, joined
+        text = text.replace("[ShapeInferenceError] ", "").replace("Inference error(s): ", "")
+        raise FormatError(f"not a valid ONNX model: onnx.checker rejects it ({text[:240]})", path=path) from None
+    finally:
+        for t in bare:
+            t.ClearField("shape")
+
+
+def metadata(model, key, default=None, path=None):
+    """A ``preimage.*`` metadata entry, parsed and checked (see ``converters/metadata.py``)."""
+    return read_metadata(model, key, default, path)
 
 
 def initializer_names(model):

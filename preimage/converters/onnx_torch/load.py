@@ -68,6 +68,23 @@ def _convert(pruned, where):
         raise UnsupportedError(f"onnx2torch cannot convert this graph: {e}", path=where) from None
 
 
+def _build(onnx_model, node_values, where):
+    """(pruned graph, torch module) for ``node_values``; a malformed graph (onnx2torch's KeyError,
+    ValueError, IndexError, ...) becomes one line: onnx.checker's reason when it rejects the model."""
+    try:
+        pruned = fuse.optimize(G.prune(onnx_model, node_values))
+        return pruned, (_convert(pruned, where) if node_values else nn.Module())
+    except PreimageError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:
+        G.check_onnx(onnx_model, where if isinstance(where, str) and os.path.isfile(where) else None)
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UnsupportedError(f"cannot build a PyTorch module from this graph ({type(e).__name__}: {first})",
+                               path=where) from None
+
+
 class FeatureExtractor(nn.Module):
     """Frozen, eval-mode module: ``forward(*inputs) -> {name: tensor}`` in the order of ``outputs``.
 
@@ -89,6 +106,7 @@ class FeatureExtractor(nn.Module):
         self.all_input_names = G.graph_inputs(onnx_model)
         self._base_dir = base_dir
         self._preprocess = None
+        self._mean_file = None  # an explicit mean image for .preprocess (load_features' mean_file)
         self._receptive_fields = None
         for p in self.parameters():
             p.requires_grad_(False)
@@ -101,7 +119,7 @@ class FeatureExtractor(nn.Module):
     @property
     def preprocess(self):
         if self._preprocess is None:
-            self._preprocess = Preprocess.from_onnx(self.onnx_model)
+            self._preprocess = Preprocess.from_onnx(self.onnx_model, mean_file=self._mean_file)
             self._preprocess.base_dir = self._base_dir
         return self._preprocess
 
@@ -163,7 +181,13 @@ class FeatureExtractor(nn.Module):
         inputs = self._inputs(args, kwargs)
         result = {}
         if self._unique:
-            out = self.module(*[inputs[n] for n in self.input_names])
+            try:
+                out = self.module(*[inputs[n] for n in self.input_names])
+            except (IndexError, ValueError, TypeError, KeyError) as e:
+                # a graph whose shapes do not fit at run time (onnx2torch's modules index dims and lists):
+                # a RuntimeError like torch's own, which the commands turn into one line with a hint
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                raise RuntimeError(f"the converted graph fails on this input ({type(e).__name__}: {first})") from None
             if not isinstance(out, (tuple, list)):
                 out = (out,)
             result = dict(zip(self._unique, out))
@@ -184,14 +208,16 @@ def _declared_shape(model, name, meta_shapes):
     return None
 
 
-def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None):
+def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None, mean_file=None):
     """Load ``model`` (.onnx path, ModelProto, or .prototxt with its .caffemodel beside it) for ``outputs``.
 
     ``outputs``: layer value names, blob names (via ``preimage.blobs``; with ``keys="auto"`` value names
     win where both exist) or graph input names; a single string is accepted; default: the graph's
     outputs. ``keys``: ``"auto"``, ``"layers"`` or ``"blobs"`` to force one reading of the names.
     ``device``: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch.device. ``dtype``: e.g. ``torch.float64``.
-    A name the model does not have raises :class:`PreimageError` listing the available names.
+    ``mean_file``: a mean image for ``.preprocess``, passed explicitly (the metadata's must lie in the
+    model's folder). A name the model does not have raises :class:`PreimageError` listing the available
+    names; a malformed graph, one line (onnx.checker's reason where it rejects the model).
     """
     onnx_model, base_dir, where = open_onnx(model)
     if outputs is None:
@@ -207,17 +233,17 @@ def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None):
                             f"{G.describe_available(onnx_model, keys)}", path=where)
     inputs = set(G.graph_inputs(onnx_model))
     node_values = list(dict.fromkeys(v for v in found.values() if v not in inputs))
-    pruned = fuse.optimize(G.prune(onnx_model, node_values))
+    pruned, module = _build(onnx_model, node_values, where)
     needed = [i.name for i in pruned.graph.input]
     needed += [v for v in dict.fromkeys(found.values()) if v in inputs and v not in needed]
     needed = [n for n in G.graph_inputs(onnx_model) if n in needed]  # model order
-    module = _convert(pruned, where) if node_values else nn.Module()
     if node_values:
         # onnx2torch's placeholders follow the pruned graph's input order; keep the model's order instead
         order = [i.name for i in pruned.graph.input]
         if order != [n for n in needed if n in order] or len(order) != len(needed):
             module = _Reorder(module, order, needed)
     fx = FeatureExtractor(module, onnx_model, outputs, found, needed, base_dir)
+    fx._mean_file = mean_file
     fixed = G.metadata(onnx_model, "preimage.fixed_size", None) or {}
     fixed_layers = [n.name for n in pruned.graph.node if n.name in set(fixed.get("layers", []))]
     if fixed_layers:  # pooling written for the declared input size only: refuse other sizes

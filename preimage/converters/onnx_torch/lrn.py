@@ -28,6 +28,7 @@ from .registry import override
 def channel_window_sum(t, front, back):
     """s[:, c] = sum of t[:, c - front .. c + back] (clipped to the valid channels)."""
     s = t.clone()
+    front, back = min(front, t.shape[1] - 1), min(back, t.shape[1] - 1)  # wider windows add nothing (a huge size)
     for d in range(1, front + 1):
         s[:, d:] += t[:, :-d]
     for d in range(1, back + 1):

@@ -51,6 +51,8 @@ class Ctx:
             return None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v:
             raise self.error(f"field '{name}' should be an integer, found {v!r}")
+        if abs(v) >= 2**31:  # sizes, strides, dimensions: torch takes 64-bit ints; no real model gets near
+            raise self.error(f"field '{name}' is out of range ({v!r})")
         return int(v)
 
     def float(self, name, default=_REQUIRED):

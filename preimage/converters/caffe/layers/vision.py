@@ -29,6 +29,8 @@ def _conv_common(b, layer, xs):
     g, o = int(p.group), int(p.num_output)
     if o <= 0:
         raise b.error("num_output must be given and positive")
+    if g <= 0:
+        raise b.error(f"group must be positive, found {g}")
     if c % g or o % g:
         raise b.error(f"group {g} must divide both the input channels ({c}) and num_output ({o})")
     return p, (n, c, h, w), k, s, pad, d, g, o

@@ -11,7 +11,7 @@ Known entries and their shapes (docs/contracts.md):
 ``preimage.blobs``       ``{blob: value name}``
 ``preimage.inputs``      ``{input: [dim, ...]}``, a dim a positive int (or null / a name when free)
 ``preimage.layers``      ``[{name, type, value | values, bottoms?, tops?}, ...]``
-``preimage.preprocess``  an object (see ``models/preprocess.py``), its known keys typed
+``preimage.preprocess``  an object (see ``preprocess.py``), its known keys typed
 ``preimage.source``      an object
 ``preimage.fixed_size``  ``{layers: [name, ...], inputs: {input: [H, W]}}``
 

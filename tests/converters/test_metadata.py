@@ -77,7 +77,7 @@ def test_layers_names_the_file_and_the_damaged_entry(tmp_path, key, text):
 @pytest.mark.parametrize("key,text", DAMAGED)
 def test_load_features_and_preprocess_name_the_damaged_entry(tmp_path, key, text):
     from preimage.converters.onnx_torch.load import load_features
-    from preimage.models.preprocess import Preprocess
+    from preimage.preprocess import Preprocess
 
     path = save(tmp_path, conv_model({key: text}))
     with pytest.raises(PreimageError) as e:
@@ -138,7 +138,7 @@ def test_mean_file_outside_the_model_folder_is_refused(tmp_path, how):
 
 def test_mean_file_passed_explicitly_is_used_wherever_it_is(tmp_path):
     from preimage.converters.onnx_torch.load import load_features
-    from preimage.models.preprocess import Preprocess, save_image
+    from preimage.preprocess import Preprocess, save_image
 
     outside = tmp_path / "mean.npy"
     _write_mean(outside, 7.0)
@@ -152,7 +152,7 @@ def test_mean_file_passed_explicitly_is_used_wherever_it_is(tmp_path):
 
 
 def test_mean_file_inside_the_model_folder_is_read(tmp_path):
-    from preimage.models.preprocess import Preprocess, save_image
+    from preimage.preprocess import Preprocess, save_image
 
     path = _mean_case(tmp_path, "means/m.npy")
     (path.parent / "means").mkdir()
@@ -166,7 +166,7 @@ def test_mean_file_inside_the_model_folder_is_read(tmp_path):
 
 def test_validate_cli_takes_an_explicit_mean_file(tmp_path):
     from onnx_cases import run_ort
-    from preimage.models.preprocess import save_image
+    from preimage.preprocess import save_image
 
     outside = tmp_path / "mean.npy"
     _write_mean(outside, 7.0)

@@ -101,7 +101,7 @@ def test_declared_inputs_must_agree_with_the_graph(tmp_path, inputs):
 @pytest.mark.parametrize("key", ["channel_order", "raw_scale", "assumed"])
 def test_null_preprocess_keys_with_defaults_are_damage(tmp_path, key):
     # before: TypeError ('NoneType' object is not iterable) building the Preprocess
-    from preimage.models.preprocess import Preprocess
+    from preimage.preprocess import Preprocess
 
     path = tmp_path / "m.onnx"
     onnx.save(_conv_model({"preimage.preprocess": json.dumps({key: None})}), str(path))

@@ -18,7 +18,7 @@ def seed_model(tmp_path_factory):
     """A small converted Caffe net (conv, ReLU in place, LRN, pooling, fc, softmax) with all its
     metadata, and a sample image."""
     from preimage.converters.caffe.convert import convert_caffe
-    from preimage.models.preprocess import save_image
+    from preimage.preprocess import save_image
 
     d = tmp_path_factory.mktemp("onnx_seed")
     (d / "net.prototxt").write_text("""name: "fz"

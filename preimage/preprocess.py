@@ -100,7 +100,7 @@ class Preprocess:
         mean image passed explicitly, used instead of the metadata's (which must lie in the model's folder)."""
         import onnx  # deferred: this floor needs onnx only to read a model's metadata
 
-        from ..converters.metadata import check_metadata, read_metadata
+        from .converters.metadata import check_metadata, read_metadata  # deferred: read only with a model
 
         base_dir = path = None
         if isinstance(model, (str, os.PathLike)):

@@ -245,7 +245,7 @@ def layer_table(model):
         for n in model.graph.node:
             rows.append({"name": n.name or n.output[0], "type": n.op_type, "values": list(n.output),
                          "shape": shapes.get(n.output[0]), "receptive_field": rf.get(n.output[0])})
-    for e in json.loads(meta.get("preimage.unsupported", "[]") or "[]"):  # left out of the conversion
+    for e in read_metadata(model, "preimage.unsupported", []):  # left out of the conversion
         row = {"name": e["name"], "type": e["type"], "values": [], "shape": None, "receptive_field": None,
                "left_out": e["reason"], "blocked_by": e.get("blocked_by"), "index": e.get("index")}
         at = next((i for i, r in enumerate(rows) if (r.get("index") or 0) > (e.get("index") or 0)), len(rows))

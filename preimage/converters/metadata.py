@@ -106,8 +106,18 @@ def _fixed_size(v):
         return "an object {input: [H, W]} as 'inputs'"
 
 
+def _unsupported(v):
+    """The layers left out of a conversion: [{name, type, reason, blocked_by?, index?}, ...]."""
+    if not isinstance(v, list) or not all(
+            isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("name", "type", "reason"))
+            and (e.get("index") is None or _is_int(e["index"]))
+            and (e.get("blocked_by") is None or isinstance(e["blocked_by"], str)) for e in v):
+        return "a list of objects {name, type, reason} (the layers left out)"
+
+
 CHECKS = {"preimage.blobs": _blobs, "preimage.inputs": _inputs, "preimage.layers": _layers,
-          "preimage.preprocess": _preprocess, "preimage.source": _source, "preimage.fixed_size": _fixed_size}
+          "preimage.preprocess": _preprocess, "preimage.source": _source, "preimage.fixed_size": _fixed_size,
+          "preimage.unsupported": _unsupported}
 
 
 def _short(v, n=60):

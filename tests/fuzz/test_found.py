@@ -138,7 +138,7 @@ def test_t7_integer_field_out_of_range(tmp_path):
 def test_checkpoint_with_an_unknown_architecture_names_the_file(tmp_path):
     # before: KeyError for a missing entry, and an unknown architecture's error named no file
     from preimage.decoders.apply import load_decoder
-    from preimage.decoders.train import CHECKPOINT_FORMAT
+    from preimage.decoders.checkpoint import CHECKPOINT_FORMAT
 
     p = tmp_path / "c.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "arch": "nope", "arch_options": {}, "feature_shape": [4],

@@ -15,7 +15,7 @@ N_BYTES = 60
 def checkpoint(tmp_path_factory):
     """A tiny training checkpoint of the format 'preimage decoder train' writes (one fc decoder)."""
     from preimage.decoders.architectures import build_decoder
-    from preimage.decoders.train import CHECKPOINT_FORMAT
+    from preimage.decoders.checkpoint import CHECKPOINT_FORMAT
 
     torch.manual_seed(0)
     options = {"width": 1 / 64}

@@ -281,85 +281,101 @@ def _preprocess_from(layer, input_name, shape, base_dir):
 
 
 def _build(spec, b, notices, opset, strict=False):
-    graph_inputs = []  # (name, shape)
-    current = {}  # blob -> value name
-    available = []  # Caffe's available blobs (net outputs are those left at the end)
-    consumers = {}  # blob value -> used by a kept layer
-    layer_meta = []
-    value_shapes = []  # (value, shape) to declare as value_info
-    batch = None
-    data_layers = {}
-    limit = memory_limit_bytes()
+    """One pass over the Caffe layers in order (:class:`_NetPass`), then the ONNX graph and its metadata."""
+    net = _NetPass(spec, b, notices, strict)
+    for name, shape in spec.inputs.items():
+        net.add_input(name, net.shape_of(name, shape), f"input '{name}'")
+    for index, layer in enumerate(spec.layers):
+        net.layer(index, layer)
+    net.finish()
+    return net.write(opset), net.layer_meta
 
-    def add_input(name, shape, where):
-        nonlocal batch
+
+class _NetPass:
+    """The state of the pass over a net's layers: which value holds each blob now (``current``), Caffe's
+    available blobs (the net outputs are those left at the end), which values kept layers use, the graph
+    inputs, the layer metadata and the left-out layers."""
+
+    def __init__(self, spec, b, notices, strict):
+        self.spec, self.b, self.notices = spec, b, notices
+        self.graph_inputs = []  # (name, shape)
+        self.current = {}  # blob -> value name
+        self.available = []
+        self.consumers = {}  # blob value -> used by a kept layer
+        self.layer_meta = []
+        self.value_shapes = []  # (value, shape) to declare as value_info
+        self.batch = None
+        self.data_layers = {}
+        self.limit = memory_limit_bytes()
+        self.overrides = dict(getattr(spec, "input_shapes", {}) or {})
+        self.left = LeftOut(spec, strict, self.current, self.available)
+
+    def shape_of(self, name, declared):
+        return self.overrides.pop(name) if name in self.overrides else declared
+
+    def add_input(self, name, shape, where):
         shape = [int(d) for d in shape]
+        path = self.spec.path
         if not shape or any(d <= 0 for d in shape):
             raise FormatError(f"input '{name}' has an invalid shape {shape} (every dimension must be positive)",
-                              path=spec.path, where=where)
-        if numel(shape) * 4 > limit:
+                              path=path, where=where)
+        if numel(shape) * 4 > self.limit:
             raise FormatError(f"input '{name}' of shape {shape} would need {numel(shape) * 4 / 2**30:.1f} GiB, more "
-                              f"than this machine's memory ({limit / 2**30:.1f} GiB); refusing before allocating",
-                              path=spec.path, where=where)
-        if name in current:
-            raise FormatError(f"input '{name}' is declared twice", path=spec.path, where=where)
-        graph_inputs.append((name, shape))
-        b.shapes[name] = tuple(shape)
-        b.names.add(name)
-        current[name] = name
-        available.append(name)
-        if batch is None:
-            batch = shape[0]
+                              f"than this machine's memory ({self.limit / 2**30:.1f} GiB); refusing before allocating",
+                              path=path, where=where)
+        if name in self.current:
+            raise FormatError(f"input '{name}' is declared twice", path=path, where=where)
+        self.graph_inputs.append((name, shape))
+        self.b.shapes[name] = tuple(shape)
+        self.b.names.add(name)
+        self.current[name] = name
+        self.available.append(name)
+        if self.batch is None:
+            self.batch = shape[0]
 
-    overrides = dict(getattr(spec, "input_shapes", {}) or {})
-
-    def shape_of(name, declared):
-        return overrides.pop(name) if name in overrides else declared
-
-    for name, shape in spec.inputs.items():
-        add_input(name, shape_of(name, shape), f"input '{name}'")
-
-    left = LeftOut(spec, strict, current, available)
-    for index, layer in enumerate(spec.layers):
-        t = layer.type
+    def layer(self, index, layer):
+        t, b = layer.type, self.b
         b.begin(layer, [])
-        if left.check(layer, index, b):
-            continue
+        if self.left.check(layer, index, b):
+            return
         if t in DROPPED_TYPES:
-            notices.append(f"dropped training-only layer '{layer.name}' ({t})")
-            continue
-        if t in DATA_TYPES:
-            tops = list(layer.top)
-            if not tops:
-                raise b.error("has no top (a data layer names the blob it feeds)")
-            if all(top in overrides for top in tops):
-                shapes = [overrides[top] for top in tops]
-            elif tops and tops[0] in overrides and t != "Input":  # the data given; labels follow the batch
-                shapes = [overrides[tops[0]]] + [[overrides[tops[0]][0]]] * (len(tops) - 1)
-            else:
-                shapes = _data_layer_shapes(b, layer, notices)
-            for top, shape in zip(tops, shapes):
-                add_input(top, shape_of(top, shape), f"layer '{layer.name}'")
-                data_layers[top] = layer
-            # the layer's own output value(s): the inputs themselves when the names agree
-            if len(layer.top) == 1 and layer.top[0] == layer.name:
-                vals = [layer.name]
-            else:
-                vals = _layer_values(b, layer)
-            b.begin(layer, vals)
-            for top, val in zip(layer.top, vals):
-                if val != top:
-                    b.op("Identity", [top], out=val, shape=b.shapes[top])
-                    value_shapes.append((val, b.shapes[top]))
-            layer_meta.append({"name": layer.name, "type": t, "bottoms": [], "tops": list(layer.top),
-                               "value": vals[0], "values": vals, "index": index})
-            continue
+            self.notices.append(f"dropped training-only layer '{layer.name}' ({t})")
+        elif t in DATA_TYPES:
+            self.data_layer(index, layer)
+        else:
+            self.compute_layer(index, layer)
+
+    def data_layer(self, index, layer):
+        b, t, tops, ov = self.b, layer.type, list(layer.top), self.overrides
+        if not tops:
+            raise b.error("has no top (a data layer names the blob it feeds)")
+        if all(top in ov for top in tops):
+            shapes = [ov[top] for top in tops]
+        elif tops[0] in ov and t != "Input":  # the data given; labels follow the batch
+            shapes = [ov[tops[0]]] + [[ov[tops[0]][0]]] * (len(tops) - 1)
+        else:
+            shapes = _data_layer_shapes(b, layer, self.notices)
+        for top, shape in zip(tops, shapes):
+            self.add_input(top, self.shape_of(top, shape), f"layer '{layer.name}'")
+            self.data_layers[top] = layer
+        # the layer's own output value(s): the inputs themselves when the names agree
+        vals = [layer.name] if len(tops) == 1 and tops[0] == layer.name else _layer_values(b, layer)
+        b.begin(layer, vals)
+        for top, val in zip(tops, vals):
+            if val != top:
+                b.op("Identity", [top], out=val, shape=b.shapes[top])
+                self.value_shapes.append((val, b.shapes[top]))
+        self.layer_meta.append({"name": layer.name, "type": t, "bottoms": [], "tops": tops, "value": vals[0],
+                                "values": vals, "index": index})
+
+    def compute_layer(self, index, layer):
+        b, t = self.b, layer.type
         xs = []
         for bottom in layer.bottom:
-            if bottom not in current:
+            if bottom not in self.current:
                 raise FormatError(f"bottom '{bottom}' is not produced by any earlier layer or input",
-                                  path=spec.path, where=f"layer '{layer.name}' ({t})")
-            xs.append(current[bottom])
+                                  path=self.spec.path, where=f"layer '{layer.name}' ({t})")
+            xs.append(self.current[bottom])
         if not layer.top:
             raise b.error("has no top")
         mark = (len(b.nodes), len(b.graph.initializer), len(b.weight_inputs))
@@ -371,68 +387,75 @@ def _build(spec, b, notices, opset, strict=False):
             del b.nodes[mark[0]:]
             del b.graph.initializer[mark[1]:]
             del b.weight_inputs[mark[2]:]
-            left.leave_out(layer, index, e)
-            continue
+            self.left.leave_out(layer, index, e)
+            return
         except IndexError:  # an emitter reading a bottom or top the layer does not have
             raise b.error(f"has {len(xs)} bottom(s) and {len(layer.top)} top(s): too few for a {t} layer") from None
         for x in xs:
-            consumers[x] = True
+            self.consumers[x] = True
         _check_blob_count(b, layer)
         for v in vals:
             if v not in b.shapes:
                 raise b.error(f"internal: the emitter did not produce '{v}'")
-            value_shapes.append((v, b.shapes[v]))
+            self.value_shapes.append((v, b.shapes[v]))
         for bottom in layer.bottom:
-            if bottom in available:
-                available.remove(bottom)
+            if bottom in self.available:
+                self.available.remove(bottom)
         for top, v in zip(layer.top, vals):
-            current[top] = v
-            if top in available:
-                available.remove(top)
-            available.append(top)
-        layer_meta.append({"name": layer.name, "type": t, "bottoms": list(layer.bottom), "tops": list(layer.top),
-                           "value": vals[0], "values": vals, "index": index})
-        left.computed += 1
+            self.current[top] = v
+            if top in self.available:
+                self.available.remove(top)
+            self.available.append(top)
+        self.layer_meta.append({"name": layer.name, "type": t, "bottoms": list(layer.bottom), "tops": list(layer.top),
+                                "value": vals[0], "values": vals, "index": index})
+        self.left.computed += 1
 
-    left.finish(notices)
-    b.left_out = left.entries
-    if overrides:
-        raise PreimageError(f"input shape given for {', '.join(sorted(overrides))}, which is not an input of the net "
-                            f"(inputs: {', '.join(n for n, _ in graph_inputs)})", path=spec.path)
-    # inputs nothing uses (e.g. a Data layer's label) are left out of the graph
-    dropped = {n for n, _ in graph_inputs if not consumers.get(n)}
-    if dropped and len(dropped) < len(graph_inputs):
-        notices.append(f"unused input(s) left out: {', '.join(sorted(dropped))}")
-        graph_inputs = [(n, s) for n, s in graph_inputs if n not in dropped]
-        value_shapes, layer_meta = _drop_inputs(b, dropped, value_shapes, layer_meta)
-        for blob in dropped:
-            current.pop(blob, None)
-        available = [a for a in available if a not in dropped]
-    in_names = {n for n, _ in graph_inputs}
-    outputs = [current[blob] for blob in available if current[blob] not in in_names]
-    if not outputs:
-        outputs = [current[blob] for blob in available]
+    def finish(self):
+        """Left-out layers, unused inputs (e.g. a Data layer's label) and shapes given for no input."""
+        self.left.finish(self.notices)
+        self.b.left_out = self.left.entries
+        if self.overrides:
+            raise PreimageError(f"input shape given for {', '.join(sorted(self.overrides))}, which is not an input of "
+                                f"the net (inputs: {', '.join(n for n, _ in self.graph_inputs)})", path=self.spec.path)
+        dropped = {n for n, _ in self.graph_inputs if not self.consumers.get(n)}
+        if dropped and len(dropped) < len(self.graph_inputs):
+            self.notices.append(f"unused input(s) left out: {', '.join(sorted(dropped))}")
+            self.graph_inputs = [(n, s) for n, s in self.graph_inputs if n not in dropped]
+            self.value_shapes, self.layer_meta = _drop_inputs(self.b, dropped, self.value_shapes, self.layer_meta)
+            for blob in dropped:
+                self.current.pop(blob, None)
+            self.available[:] = [a for a in self.available if a not in dropped]
 
-    model, g = b.model, b.graph
-    g.name = spec.name or "caffe_net"
-    g.node.extend(b.nodes)
-    g.input.extend(_value_info(n, s, batch) for n, s in graph_inputs)
-    g.input.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in b.weight_inputs)
-    g.output.extend(_value_info(o, b.shapes[o], batch) for o in outputs)
-    out_set = set(outputs)
-    g.value_info.extend(_value_info(v, s, batch) for v, s in value_shapes if v not in out_set and v not in in_names)
-    model.opset_import.append(helper.make_opsetid("", opset))
-    model.producer_name = "preimage"
-    model.producer_version = _version()
-    model.ir_version = IR_VERSION
-    model.doc_string = f"Converted from Caffe net '{spec.name}' by preimage"
-    _set_meta(model, "preimage.blobs", dict(current))
-    _set_meta(model, "preimage.inputs", {n: s for n, s in graph_inputs})
-    img = next(((n, s) for n, s in graph_inputs if len(s) == 4), graph_inputs[0] if graph_inputs else None)
-    if img is not None:
-        pre = _preprocess_from(data_layers.get(img[0]), img[0], img[1], os.path.dirname(os.path.abspath(spec.path)))
-        _set_meta(model, "preimage.preprocess", pre)
-    return model, layer_meta
+    def write(self, opset):
+        """The ONNX model: nodes, inputs, outputs (the blobs left available), value_info and metadata."""
+        b, spec, batch, current = self.b, self.spec, self.batch, self.current
+        in_names = {n for n, _ in self.graph_inputs}
+        outputs = [current[blob] for blob in self.available if current[blob] not in in_names]
+        if not outputs:
+            outputs = [current[blob] for blob in self.available]
+        model, g = b.model, b.graph
+        g.name = spec.name or "caffe_net"
+        g.node.extend(b.nodes)
+        g.input.extend(_value_info(n, s, batch) for n, s in self.graph_inputs)
+        g.input.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in b.weight_inputs)
+        g.output.extend(_value_info(o, b.shapes[o], batch) for o in outputs)
+        out_set = set(outputs)
+        g.value_info.extend(_value_info(v, s, batch) for v, s in self.value_shapes
+                            if v not in out_set and v not in in_names)
+        model.opset_import.append(helper.make_opsetid("", opset))
+        model.producer_name = "preimage"
+        model.producer_version = _version()
+        model.ir_version = IR_VERSION
+        model.doc_string = f"Converted from Caffe net '{spec.name}' by preimage"
+        _set_meta(model, "preimage.blobs", dict(current))
+        _set_meta(model, "preimage.inputs", {n: s for n, s in self.graph_inputs})
+        img = next(((n, s) for n, s in self.graph_inputs if len(s) == 4),
+                   self.graph_inputs[0] if self.graph_inputs else None)
+        if img is not None:
+            pre = _preprocess_from(self.data_layers.get(img[0]), img[0], img[1],
+                                   os.path.dirname(os.path.abspath(spec.path)))
+            _set_meta(model, "preimage.preprocess", pre)
+        return model
 
 
 def _check_blob_count(b, layer):

@@ -17,6 +17,7 @@ from torch import nn
 
 from ...device import resolve_device
 from ...errors import PreimageError, UnsupportedError
+from . import cache as cache_mod
 from . import fuse
 from . import graph as G
 
@@ -186,7 +187,7 @@ def _declared_shape(model, name, meta_shapes):
     return None
 
 
-def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None):
+def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None, cache=True):
     """Load ``model`` (.onnx path, ModelProto, or .prototxt with its .caffemodel beside it) for ``outputs``.
 
     ``outputs``: layer value names, blob names (via ``preimage.blobs``; with ``keys="auto"`` value names
@@ -194,7 +195,57 @@ def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None):
     outputs. ``keys``: ``"auto"``, ``"layers"`` or ``"blobs"`` to force one reading of the names.
     ``device``: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch.device. ``dtype``: e.g. ``torch.float64``.
     A name the model does not have raises :class:`PreimageError` listing the available names.
+    ``cache``: for an .onnx path, keep the built module beside the file and read it back next time
+    (``cache.py``; ``PREIMAGE_CACHE=0`` turns it off).
     """
+    fx = _cached(model, outputs, keys) if cache_mod.enabled(cache) else None
+    if fx is None:
+        fx = _build(model, outputs, keys)
+        if cache_mod.enabled(cache):
+            _save_cached(model, outputs, keys, fx)
+    fx = fx.to(device=resolve_device(device))
+    if dtype is not None:
+        fx = fx.to(dtype=dtype)
+    return fx
+
+
+def _cache_request(model, outputs, keys):
+    """(cache file, source path) for an .onnx path, else (None, None)."""
+    if not isinstance(model, (str, os.PathLike)) or not os.fspath(model).endswith(".onnx"):
+        return None, None
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        return None, None
+    names = [outputs] if isinstance(outputs, str) else (None if outputs is None else list(outputs))
+    return cache_mod.path_for(path, {"outputs": names, "keys": keys}), path
+
+
+def _cached(model, outputs, keys):
+    cache_path, path = _cache_request(model, outputs, keys)
+    saved = None if cache_path is None else cache_mod.read(cache_path, path)
+    if not isinstance(saved, dict) or not isinstance(saved.get("extractor"), FeatureExtractor):
+        return None
+    import onnx
+
+    fx = saved["extractor"]
+    fx.onnx_model = onnx.load_from_string(saved["graph"])
+    fx._base_dir = os.path.dirname(os.path.abspath(path))
+    return fx
+
+
+def _save_cached(model, outputs, keys, fx):
+    cache_path, path = _cache_request(model, outputs, keys)
+    if cache_path is None:
+        return
+    full, fx.onnx_model = fx.onnx_model, None
+    try:
+        cache_mod.write(cache_path, path, {"extractor": fx, "graph": cache_mod.skeleton(full).SerializeToString()})
+    finally:
+        fx.onnx_model = full
+
+
+def _build(model, outputs, keys):
+    """The FeatureExtractor of ``model`` for ``outputs``, on the CPU in the model's dtype."""
     onnx_model, base_dir, where = _open(model)
     if outputs is None:
         outputs = [o.name for o in onnx_model.graph.output]
@@ -225,9 +276,6 @@ def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None):
     if fixed_layers:  # pooling written for the declared input size only: refuse other sizes
         fx.fixed_layers = fixed_layers
         fx.fixed_sizes = {n: s for n, s in fixed.get("inputs", {}).items() if n in needed and len(s) == 2}
-    fx = fx.to(device=resolve_device(device))
-    if dtype is not None:
-        fx = fx.to(dtype=dtype)
     return fx
 
 

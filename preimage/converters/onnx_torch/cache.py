@@ -19,6 +19,7 @@ inference and conversion) takes seconds; reading back the module it built takes 
 import glob
 import hashlib
 import json
+import math
 import os
 
 import torch
@@ -26,7 +27,7 @@ import torch
 FORMAT = 1
 KEEP = 4
 FOLDER = ".preimage-cache"
-_SMALL = 4096  # initializers up to this many bytes keep their data in the cached graph (shapes, pads)
+_SMALL = 4096  # initializers up to this many bytes (of float64) keep their data in the cached graph (shapes, pads)
 
 
 def enabled(cache):
@@ -116,7 +117,7 @@ def skeleton(model):
     g.output.extend(src.output)
     g.value_info.extend(src.value_info)
     for t in src.initializer:
-        if t.ByteSize() <= _SMALL:
+        if math.prod(t.dims) * 8 <= _SMALL:  # (not ByteSize(): it walks the weight bytes)
             g.initializer.append(t)
         else:
             g.initializer.append(onnx.TensorProto(name=t.name, dims=t.dims, data_type=t.data_type))

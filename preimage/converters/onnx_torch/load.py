@@ -20,6 +20,7 @@ from ...errors import PreimageError, UnsupportedError
 from . import cache as cache_mod
 from . import fuse
 from . import graph as G
+from . import shapes
 
 
 def _open(model):
@@ -62,7 +63,8 @@ def _convert(pruned, where):
 
     _check_supported(pruned, where)
     try:
-        return onnx2torch.convert(pruned, attach_onnx_mapping=True)
+        with shapes.light_inference():  # shape inference without serialising the weights (shapes.py)
+            return onnx2torch.convert(pruned, attach_onnx_mapping=True)
     except NotImplementedError as e:
         raise UnsupportedError(f"onnx2torch cannot convert this graph: {e}", path=where) from None
 

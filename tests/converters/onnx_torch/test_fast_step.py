@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from onnx import helper as h
+from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).parent))
 from onnx_cases import make_model, rng_array  # noqa: E402
@@ -163,3 +164,53 @@ def test_engine_run_matches_a_plain_loop(tmp_path):
                 x = x * torch.sqrt(torch.clamp(Bplus ** 2 / norm2, max=1.0))
         assert np.allclose(res["energy"], energies, rtol=1e-9), (s.seed, res["energy"], energies)
         assert torch.allclose(res["x"], x[0], rtol=1e-9, atol=1e-9 * float(x.abs().max())), s.seed
+
+
+def _cache_files(folder):
+    d = folder / ".preimage-cache"
+    return sorted(d.iterdir()) if d.is_dir() else []
+
+
+def test_cache_is_used_and_a_stale_or_damaged_one_is_rebuilt(tmp_path, monkeypatch):
+    from preimage.converters.onnx_torch import load as load_mod
+
+    path = tmp_path / "small.onnx"
+    path.write_bytes(small_net().SerializeToString())
+    x = torch.randn(2, 3, 19, 19, dtype=D)
+    builds = []
+    real_build = load_mod._build
+    monkeypatch.setattr(load_mod, "_build", lambda *a: builds.append(1) or real_build(*a))
+
+    first = load_features(str(path), ["fc"], dtype=D)(x)["fc"]
+    (cache,) = _cache_files(tmp_path)
+    again = load_features(str(path), ["fc"], dtype=D)
+    assert len(builds) == 1  # read back, not rebuilt
+    assert torch.equal(again(x)["fc"], first)
+    assert again.preprocess is not None and "fc" in again.receptive_fields
+
+    cache.write_bytes(cache.read_bytes()[:1000])  # damaged: ignored and rebuilt
+    assert torch.equal(load_features(str(path), ["fc"], dtype=D)(x)["fc"], first)
+    assert len(builds) == 2
+
+    changed = small_net()  # stale: the file now has other weights
+    w = changed.graph.initializer[-1]
+    w.CopyFrom(numpy_helper.from_array(np.full((5,), 7.0, np.float32), w.name))
+    path.write_bytes(changed.SerializeToString())
+    out = load_features(str(path), ["fc"], dtype=D)(x)["fc"]
+    assert len(builds) == 3
+    assert torch.allclose(out, plain_net(x)["fc"] - torch.from_numpy(BF).to(D) + 7.0, atol=1e-9)  # the new bias
+    assert len(load_features(str(path), ["fc"], cache=False)(x.float())) == 1
+    monkeypatch.setenv("PREIMAGE_CACHE", "0")
+    load_features(str(path), ["fc"])
+    assert len(builds) == 5
+
+
+def test_light_shape_inference_finds_the_same_shapes():
+    import onnx
+
+    from preimage.converters.onnx_torch.shapes import infer_value_shapes
+
+    model = small_net()
+    full = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    ours = {v.name: v for v in infer_value_shapes(small_net()).graph.value_info}
+    assert set(full) == set(ours) and all(full[k] == ours[k] for k in full)

@@ -14,6 +14,8 @@ Adam; preimage's use the mahendran2016 preset (which also computes its two regul
 
 A rate is (2k - k) steps over the time difference of a 2k-step and a k-step run (set-up cancels), the
 best of --repeats; the three ways are interleaved, so that load from other processes hits them alike.
+The same rates in process time (``time.process_time``, the steadier figure on a shared machine with one
+thread) are printed beside them and kept in the JSON line as ``*_cpu_time``.
 
     python benchmarks/vs_lucent.py                  # conv3 (its ReLU output), batch 8, CPU
     python benchmarks/vs_lucent.py --layer relu5 --batch 4 --steps 2
@@ -59,11 +61,11 @@ def lucent_rate_fn(model, hook_name, unit, batch, size, T):
 
     def run(steps):
         canvas = (torch.randn(batch, 3, size[0] + T - 1, size[1] + T - 1) * 0.01).requires_grad_()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         render.render_vis(model, objectives.neuron(hook_name, unit), param_f=lambda: ([canvas], lambda: canvas),
                           optimizer=lambda p: torch.optim.Adam(p, lr=0.05), transforms=[crop_jitter(size, T, 0)],
                           thresholds=(steps,), preprocess=False, progress=False, show_image=False)
-        seconds = time.perf_counter() - t
+        seconds = time.perf_counter() - t, time.process_time() - c
         for m in model.modules():  # render_vis leaves its hooks on every module: remove them
             m._forward_hooks.clear()
         return seconds
@@ -75,10 +77,10 @@ def preimage_rate_fn(path, layer, unit, batch):
     from preimage.invert import api
 
     def run(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         api.maximize(path, [layer], [unit], seeds=batch, iters=steps, overrides={"fine_iters": 0}, device="cpu",
                      batch_size=batch, progress=False)
-        return time.perf_counter() - t
+        return time.perf_counter() - t, time.process_time() - c
 
     return run
 
@@ -122,21 +124,26 @@ def main(argv=None):
         }
         for run in ways.values():  # warm-up
             run(1)
-        rates = {k: 0.0 for k in ways}
+        rates, cpu = {k: 0.0 for k in ways}, {k: 0.0 for k in ways}
         for _ in range(args.repeats):
             for name, run in ways.items():
                 short, long_ = run(args.steps), run(2 * args.steps)
-                rates[name] = max(rates[name], args.steps / max(1e-9, long_ - short))
+                rates[name] = max(rates[name], args.steps / max(1e-9, long_[0] - short[0]))
+                cpu[name] = max(cpu[name], args.steps / max(1e-9, long_[1] - short[1]))
     print(f"AlexNet {args.layer} unit {args.unit}, batch {args.batch}, {size[0]}x{size[1]}, jitter T={T}, "
           f"torch threads {torch.get_num_threads()}; steps/s (images/s = x {args.batch}):")
     for name, r in rates.items():
-        print(f"  {name:28s} {r:8.3f}   preimage / this: {rates['preimage'] / r:5.2f}")
+        print(f"  {name:28s} {r:8.3f}   preimage / this: {rates['preimage'] / r:5.2f}   (process time: {cpu[name]:.3f} "
+              f"steps/s, preimage / this {cpu['preimage'] / cpu[name]:.2f})")
     print(json.dumps({"name": f"maximize_alexnet_{args.layer}_batch{args.batch}_vs_lucent", "value": round(rates["preimage"], 4),
                       "unit": "steps/s", "baseline": round(rates["lucent_on_onnx2torch"], 4),
                       "ratio": round(rates["preimage"] / rates["lucent_on_onnx2torch"], 3), "target": 2.0,
                       "lucent_on_preimage_module": round(rates["lucent_on_preimage_module"], 4),
                       "ratio_vs_lucent_on_preimage_module": round(rates["preimage"] / rates["lucent_on_preimage_module"], 3),
-                      "target_vs_lucent_on_preimage_module": 1.3}))
+                      "target_vs_lucent_on_preimage_module": 1.3,
+                      "ratio_cpu_time": round(cpu["preimage"] / cpu["lucent_on_onnx2torch"], 3),
+                      "ratio_vs_lucent_on_preimage_module_cpu_time":
+                          round(cpu["preimage"] / cpu["lucent_on_preimage_module"], 3)}))
 
 
 if __name__ == "__main__":

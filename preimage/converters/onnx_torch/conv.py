@@ -18,8 +18,8 @@ pixel shuffle that interleaves the phases back into the image and a crop of the 
 
 It is the same sum as the transposed convolution, in another order (float64 agrees to 1e-15; float32 to
 rounding). Used only where it pays: groups 1, equal strides above 1, no dilation, a few input channels
-(``FEW_CHANNELS``), the input needing a gradient and the weights not (everywhere else this module is
-plain ``nn.Conv2d``).
+(``FEW_CHANNELS``), the input needing a gradient and the weights not, on CPU (measured there; cuDNN's
+own backward is left alone until measured; everywhere else this module is plain ``nn.Conv2d``).
 
 On CPU the input is also made channels-last (a no-op when it already is): oneDNN then keeps its own
 layout from layer to layer instead of reordering each activation, and torch's max pooling, which is
@@ -76,7 +76,7 @@ class Conv2d(nn.Conv2d):
         s = self.stride
         return (self.groups == 1 and s[0] == s[1] and s[0] > 1 and self.dilation == (1, 1)
                 and isinstance(self.padding, tuple) and self.padding_mode == "zeros"
-                and self.in_channels <= FEW_CHANNELS and x.dim() == 4 and x.requires_grad
+                and self.in_channels <= FEW_CHANNELS and x.dim() == 4 and x.requires_grad and x.device.type == "cpu"
                 and torch.is_grad_enabled() and not self.weight.requires_grad
                 and (self.bias is None or not self.bias.requires_grad))
 

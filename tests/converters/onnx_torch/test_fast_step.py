@@ -54,6 +54,7 @@ def test_conv_module_values_and_gradients_match_plain_conv2d(weights_grad):
     m = _conv_module(3, 5, 2, 1, weights_grad)
     x = torch.randn(3, 3, 15, 14, dtype=D, requires_grad=True)
     y = m(x)
+    assert ("FewChannel" in type(y.grad_fn).__name__) == (not weights_grad)  # the phase split only when frozen
     ref = F.conv2d(x, m.weight, m.bias, 2, 1)
     assert torch.allclose(y, ref, rtol=1e-12, atol=1e-12)
     dy = torch.randn_like(y)

@@ -77,7 +77,8 @@ def read(cache_path, onnx_path):
 
 
 def write(cache_path, onnx_path, obj):
-    """Save ``obj`` for ``onnx_path`` (atomic; silently nothing when the folder cannot be written)."""
+    """Save ``obj`` for ``onnx_path`` (atomic; silently nothing when the folder cannot be written or the
+    module cannot be pickled: the cache only ever saves time)."""
     from ...fileio import atomic_path, sha256_file
 
     try:
@@ -85,7 +86,7 @@ def write(cache_path, onnx_path, obj):
         with atomic_path(cache_path) as tmp:
             torch.save({"format": FORMAT, "source": source, "object": obj}, tmp)
         _prune(cache_path)
-    except OSError:
+    except Exception:  # an unwritable folder, a full disk, a module pickle cannot take
         pass
 
 

@@ -215,3 +215,18 @@ def test_light_shape_inference_finds_the_same_shapes():
     full = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     ours = {v.name: v for v in infer_value_shapes(small_net()).graph.value_info}
     assert set(full) == set(ours) and all(full[k] == ours[k] for k in full)
+
+
+def test_unwritable_folder_or_unpicklable_module_only_means_no_cache(tmp_path, monkeypatch):
+    from preimage.converters.onnx_torch import cache as cache_mod
+
+    path = tmp_path / "small.onnx"
+    path.write_bytes(small_net().SerializeToString())
+
+    def refuse(*a, **k):
+        raise TypeError("cannot pickle this module")
+
+    monkeypatch.setattr(cache_mod.torch, "save", refuse)
+    x = torch.randn(1, 3, 19, 19, dtype=D)
+    assert torch.allclose(load_features(str(path), ["fc"], dtype=D)(x)["fc"], plain_net(x)["fc"], atol=1e-9)
+    assert not _cache_files(tmp_path)

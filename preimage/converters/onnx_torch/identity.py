@@ -4,7 +4,9 @@ Why this extension exists: onnx2torch 1.5.15 converts Identity to a module that 
 its quantization logic). preimage exposes every requested value through an Identity node (see
 ``graph.prune``) and the Caffe converter writes Identity for layers such as test-time Dropout, so each
 clone would cost a full copy of an activation, forward and backward, in every optimisation step.
-The converted graphs are purely functional, so passing the tensor through is exact.
+The converted graphs are purely functional, so passing the tensor through is exact. A channels-last
+activation (``conv.py`` makes them on CPU) is given back in torch's default, contiguous layout, so what
+the extractor returns can be ``.view``-ed as users expect (free for a tensor already contiguous).
 """
 from torch import nn
 
@@ -15,7 +17,7 @@ from .registry import override
 
 class Identity(nn.Module):
     def forward(self, x):
-        return x
+        return x.contiguous()
 
 
 @override("Identity")

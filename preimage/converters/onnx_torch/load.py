@@ -20,8 +20,10 @@ from ...errors import PreimageError, UnsupportedError
 from ...preprocess import Preprocess
 from ..caffe.convert import convert_caffe
 from ..geometry import receptive_fields
+from . import cache as cache_mod
 from . import fuse
 from . import graph as G
+from . import shapes
 
 
 def open_onnx(model):
@@ -63,7 +65,8 @@ def _convert(pruned, where):
 
     _check_supported(pruned, where)
     try:
-        return onnx2torch.convert(pruned, attach_onnx_mapping=True)
+        with shapes.light_inference():  # shape inference without serialising the weights (shapes.py)
+            return onnx2torch.convert(pruned, attach_onnx_mapping=True)
     except NotImplementedError as e:
         raise UnsupportedError(f"onnx2torch cannot convert this graph: {e}", path=where) from None
 
@@ -208,7 +211,7 @@ def _declared_shape(model, name, meta_shapes):
     return None
 
 
-def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None, mean_file=None):
+def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None, mean_file=None, cache=True):
     """Load ``model`` (.onnx path, ModelProto, or .prototxt with its .caffemodel beside it) for ``outputs``.
 
     ``outputs``: layer value names, blob names (via ``preimage.blobs``; with ``keys="auto"`` value names
@@ -218,7 +221,58 @@ def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None, me
     ``mean_file``: a mean image for ``.preprocess``, passed explicitly (the metadata's must lie in the
     model's folder). A name the model does not have raises :class:`PreimageError` listing the available
     names; a malformed graph, one line (onnx.checker's reason where it rejects the model).
+    ``cache``: for an .onnx path, keep the built module beside the file and read it back next time
+    (``cache.py``; ``PREIMAGE_CACHE=0`` turns it off).
     """
+    fx = _cached(model, outputs, keys) if cache_mod.enabled(cache) else None
+    if fx is None:
+        fx = _extractor(model, outputs, keys)
+        if cache_mod.enabled(cache):
+            _save_cached(model, outputs, keys, fx)
+    fx._mean_file = mean_file  # not part of the cached module: the caller's, each time
+    fx = fx.to(device=resolve_device(device))
+    if dtype is not None:
+        fx = fx.to(dtype=dtype)
+    return fx
+
+
+def _cache_request(model, outputs, keys):
+    """(cache file, source path) for an .onnx path, else (None, None)."""
+    if not isinstance(model, (str, os.PathLike)) or not os.fspath(model).endswith(".onnx"):
+        return None, None
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        return None, None
+    names = [outputs] if isinstance(outputs, str) else (None if outputs is None else list(outputs))
+    return cache_mod.path_for(path, {"outputs": names, "keys": keys}), path
+
+
+def _cached(model, outputs, keys):
+    cache_path, path = _cache_request(model, outputs, keys)
+    saved = None if cache_path is None else cache_mod.read(cache_path, path)
+    if not isinstance(saved, dict) or not isinstance(saved.get("extractor"), FeatureExtractor):
+        return None
+    import onnx
+
+    fx = saved["extractor"]
+    fx.onnx_model = onnx.load_from_string(saved["graph"])
+    fx._base_dir = os.path.dirname(os.path.abspath(path))
+    return fx
+
+
+def _save_cached(model, outputs, keys, fx):
+    cache_path, path = _cache_request(model, outputs, keys)
+    if cache_path is None:
+        return
+    full, fx.onnx_model = fx.onnx_model, None
+    try:
+        cache_mod.write(cache_path, path, {"extractor": fx, "graph": cache_mod.skeleton(full).SerializeToString()})
+    finally:
+        fx.onnx_model = full
+
+
+def _extractor(model, outputs, keys):
+    """The FeatureExtractor of ``model`` for ``outputs``, on the CPU in the model's dtype."""
     onnx_model, base_dir, where = open_onnx(model)
     if outputs is None:
         outputs = [o.name for o in onnx_model.graph.output]
@@ -243,15 +297,11 @@ def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None, me
         if order != [n for n in needed if n in order] or len(order) != len(needed):
             module = _Reorder(module, order, needed)
     fx = FeatureExtractor(module, onnx_model, outputs, found, needed, base_dir)
-    fx._mean_file = mean_file
     fixed = G.metadata(onnx_model, "preimage.fixed_size", None) or {}
     fixed_layers = [n.name for n in pruned.graph.node if n.name in set(fixed.get("layers", []))]
     if fixed_layers:  # pooling written for the declared input size only: refuse other sizes
         fx.fixed_layers = fixed_layers
         fx.fixed_sizes = {n: s for n, s in fixed.get("inputs", {}).items() if n in needed and len(s) == 2}
-    fx = fx.to(device=resolve_device(device))
-    if dtype is not None:
-        fx = fx.to(dtype=dtype)
     return fx
 
 

@@ -1,2 +1,2 @@
 """Install every preimage extension of onnx2torch's converter registry (import for the side effect)."""
-from . import constant_inputs, conv_transpose, decisions, identity, lrn, pooling, slice  # noqa: F401
+from . import constant_inputs, conv, conv_transpose, decisions, identity, lrn, pooling, slice  # noqa: F401

@@ -96,8 +96,12 @@ def run_sweep(evaluate, space, out_dir, *, definition, n_trials, batch=1, sample
 
 
 def inversion_definition(target, space, extra=None):
-    model = target.model if isinstance(target.model, (str, os.PathLike)) else getattr(target.model, "name", "model")
-    d = {"kind": target.kind, "model": os.path.basename(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else str(model),
+    model = target.model
+    if isinstance(model, (str, os.PathLike)):
+        model = os.path.splitext(os.path.basename(os.fspath(model)))[0]
+    else:  # an opened Model has the file's stem as its name; a plain callable its class name
+        model = str(getattr(model, "name", type(model).__name__))
+    d = {"kind": target.kind, "model": model,
          "layers": list(target.layers), "images": [os.path.basename(os.fspath(i)) for i in target.images or []],
          "units": list(target.units or []), "preset": target.preset, "seeds": target.seeds, "iters": target.iters,
          "masks": list(target.masks or []), "overrides": {k: str(v) for k, v in target.overrides.items()},

@@ -66,14 +66,14 @@ def _importance(study, out_dir, objective):
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.value is not None and math.isfinite(t.value)]
-    if len(complete) < 4:
+    if len(complete) < 8 or len(study.best_trial.params) < 2:
         return None
     import warnings
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the evaluator's note that it ranks for low values: we minimise
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+            evaluator = optuna.importance.FanovaImportanceEvaluator(n_trees=16, seed=0)
             imp = optuna.importance.get_param_importances(study, evaluator=evaluator,
                                                           target=lambda t: t.value if math.isfinite(t.value) else 1e300)
     except Exception:  # e.g. one distinct value, or an evaluator's optional dependency is absent
@@ -100,13 +100,16 @@ def _fmt(v):
     return html.escape(str(v))
 
 
-def write_index(study, out_dir, space, definition, title=None):
-    """Write results.json, plots/ and index.html for ``study`` into ``out_dir``; returns index.html's path."""
+def write_index(study, out_dir, space, definition, title=None, importance=True):
+    """Write results.json, plots/ and index.html for ``study`` into ``out_dir``; returns index.html's path.
+    ``importance``: also fit the fANOVA importance (seconds; done for the final report only)."""
     rows = _rows(study)
     write_text_atomic(os.path.join(out_dir, "results.json"),
                       json.dumps({"study": study.study_name, "definition": definition, "trials": rows}, indent=1))
     made = _plots(rows, space, definition, out_dir)
-    imp = _importance(study, out_dir, definition.get("objective", "objective"))
+    imp = _importance(study, out_dir, definition.get("objective", "objective")) if importance else None
+    if imp is None and os.path.exists(os.path.join(out_dir, "plots", "importance.png")):
+        imp = os.path.join(out_dir, "plots", "importance.png")  # from an earlier final report
     if imp:
         made["importance"] = imp
     index = os.path.join(out_dir, "index.html")

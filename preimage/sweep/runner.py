@@ -81,13 +81,13 @@ def run_sweep(evaluate, space, out_dir, *, definition, n_trials, batch=1, sample
     st.fail_stale(study)
     t0 = time.perf_counter()
 
-    def write():
+    def write(final=False):
         from .report import write_index
 
-        return write_index(study, out_dir, space, definition, title=title)
+        return write_index(study, out_dir, space, definition, title=title, importance=final)
 
     ran, interrupted = _loop(study, space, n_trials, max(1, batch), evaluate, write if report else None, report_every)
-    index = write() if report else None
+    index = write(final=True) if report else None
     done = [t for t in st.counted(study) if t.state.name == "COMPLETE"]
     best = min(done, key=lambda t: t.value) if done else None
     return Summary(study=name, storage=url, complete=len(done), ran=ran, best_value=best.value if best else None,

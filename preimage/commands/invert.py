@@ -4,6 +4,17 @@ import click
 from .model_path import model_path
 
 
+class _SetOption(click.Option):
+    """--set, whose help lists every parameter name it takes (read from the registries when help is shown,
+    so a term registered by a plugin or a notebook is listed too)."""
+
+    def get_help_record(self, ctx):
+        from ..invert.presets import parameter_names
+
+        name, text = super().get_help_record(ctx)
+        return name, f"{text} Names: {', '.join(parameter_names())}."
+
+
 def _common(f):
     opts = [
         click.option("--model", "-m", required=True, callback=model_path, help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
@@ -13,9 +24,13 @@ def _common(f):
         click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Random starts per image (different pre-images)."),
         click.option("--iters", type=click.IntRange(min=0), help="Iterations with jitter (preset: 300); then --set fine_iters=N at 0.1x rate."),
         click.option("--C", "C", type=float, help="Loss weight C (default: per layer, as in the paper)."),
-        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                     help="Override any preset parameter, e.g. --set B=100 --set eta0=200 --set jitter=false "
-                          "--set weight.tv=0.5 --set fine_iters=0 (see docs/invert.md for the list)."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", cls=_SetOption,
+                     help="Override any parameter of the preset or of an energy term, e.g. --set B=100 --set "
+                          "eta0=200 --set jitter=false --set weight.tv=0.5 --set tv.beta=1 --set l6.p=4 "
+                          "--set fine_iters=0 (docs/invert.md explains each)."),
+        click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]),
+                     help="Run the network's forward in this precision (autocast; bfloat16/float16 pay on GPUs). "
+                          "Default float32."),
         click.option("--batch-size", type=click.IntRange(min=1), help="Samples optimised together (default: all in one batch)."),
         click.option("--size", nargs=2, type=click.IntRange(min=1), metavar="H W", help="Input size when the model does not declare one."),
         click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto."),
@@ -27,8 +42,8 @@ def _common(f):
     return f
 
 
-def _overrides(sets, C):
-    out = {}
+def _overrides(sets, C, precision=None):
+    out = {} if precision is None else {"precision": precision}
     for s in sets:
         if "=" not in s:
             from ..errors import PreimageError
@@ -71,10 +86,17 @@ def _finish(run, out, default_out):
         err = s["mean_normalized_error"]
         if err is not None:
             click.echo(f"{layer}: mean normalised error {err:.4f} over {s['count']} result(s)")
+    gains = {}
+    for r in run.results:  # caricature: how much more of the chosen components the result holds
+        if r.get("gain") is not None:
+            gains.setdefault(r["layer"], []).append(r["gain"])
+    for layer, g in gains.items():
+        click.echo(f"{layer}: gain in the chosen components <Phi(x*), Phi0> / <Phi(x0), Phi0> = "
+                   f"{sum(g) / len(g):.3g} (mean over {len(g)} result(s); 1 = unchanged)")
     for r in run.results:  # maximize: what each unit reached, beside its typical maximum M
         if r.get("unit") is not None and r.get("activation") is not None:
             click.echo(f"{r['layer']} unit {r['unit']} seed {r['seed']}: activation {r['activation']:.4g} "
-                       f"(M = {r.get('M', float('nan')):.4g}, its largest value on the natural images)")
+                       f"(M = {r.get('M', float('nan')):.4g}: {r.get('M_source', '')})")
     click.echo(f"Report: {index}")
     if run.interrupted:
         click.echo("Interrupted: wrote the results so far.", err=True)
@@ -87,7 +109,8 @@ def _finish(run, out, default_out):
               help="Reconstruct only part of the feature: window:5 (centred 5x5), box:Y,X,H,W, channels:0-47, "
                    "group:1/2, or a .npy 0/1 array; repeat to combine.")
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
-def invert(model, layers, preset, seeds, iters, C, sets, batch_size, size, device, out, quiet, masks, images):
+def invert(model, layers, preset, seeds, iters, C, sets, precision, batch_size, size, device, out, quiet, masks,
+           images):
     """Reconstruct IMAGES from a layer's features (natural pre-images, Mahendran & Vedaldi 2016).
 
     Without IMAGES, the bundled sample photographs are used. All images x seeds x layers are optimised
@@ -105,7 +128,7 @@ def invert(model, layers, preset, seeds, iters, C, sets, batch_size, size, devic
 
     out = _out_dir(out, "invert", model)
     run = api.invert(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,
-                     masks=list(masks), device=device, overrides=_overrides(sets, C), batch_size=batch_size,
+                     masks=list(masks), device=device, overrides=_overrides(sets, C, precision), batch_size=batch_size,
                      size=size, progress=not quiet)
     _finish(run, out, f"invert-{run.model.name}")
 
@@ -116,7 +139,8 @@ def invert(model, layers, preset, seeds, iters, C, sets, batch_size, size, devic
               help="Channel (conv layers: at the centre location) or component to maximise; repeat for several.")
 @click.option("--images", "images", multiple=True, type=click.Path(dir_okay=False),
               help="Natural images giving the unit's typical maximum M (default: bundled samples).")
-def maximize(model, layers, preset, seeds, iters, C, sets, batch_size, size, device, out, quiet, units, images):
+def maximize(model, layers, preset, seeds, iters, C, sets, precision, batch_size, size, device, out, quiet, units,
+             images):
     """Synthesize images that excite a unit (activation maximization, Mahendran & Vedaldi 2016).
 
     Loss -<Phi(x), e_unit> / (M rho^2), M the unit's largest value on natural images, rho the layer's
@@ -133,7 +157,7 @@ def maximize(model, layers, preset, seeds, iters, C, sets, batch_size, size, dev
 
     out = _out_dir(out, "maximize", model)
     run = api.maximize(model, list(layers), list(units), list(images) or None, preset=preset, seeds=seeds,
-                       iters=iters, device=device, overrides=_overrides(sets, C), batch_size=batch_size,
+                       iters=iters, device=device, overrides=_overrides(sets, C, precision), batch_size=batch_size,
                        size=size, progress=not quiet)
     _finish(run, out, f"maximize-{run.model.name}")
 
@@ -141,7 +165,8 @@ def maximize(model, layers, preset, seeds, iters, C, sets, batch_size, size, dev
 @click.command()
 @_common
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
-def caricature(model, layers, preset, seeds, iters, C, sets, batch_size, size, device, out, quiet, images):
+def caricature(model, layers, preset, seeds, iters, C, sets, precision, batch_size, size, device, out, quiet,
+               images):
     """Exaggerate what a layer sees in IMAGES (caricatures, Mahendran & Vedaldi 2016).
 
     Phi0 = max(0, Phi(x0)); loss -<Phi(x), Phi0> / ||Phi0||; starts from the image itself.
@@ -155,6 +180,6 @@ def caricature(model, layers, preset, seeds, iters, C, sets, batch_size, size, d
 
     out = _out_dir(out, "caricature", model)
     run = api.caricature(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,
-                         device=device, overrides=_overrides(sets, C), batch_size=batch_size, size=size,
+                         device=device, overrides=_overrides(sets, C, precision), batch_size=batch_size, size=size,
                          progress=not quiet)
     _finish(run, out, f"caricature-{run.model.name}")

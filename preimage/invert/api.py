@@ -102,39 +102,79 @@ def _features(m, x, batch=16):
     return {k: torch.cat(v) for k, v in out.items()}
 
 
+PRECISIONS = {"float32": None, "fp32": None, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+              "float16": torch.float16, "fp16": torch.float16}
+
+
+def _precision(cfg):
+    if cfg.precision not in PRECISIONS:
+        raise PreimageError(f"precision={cfg.precision!r}: expected one of float32, bfloat16, float16",
+                            where="--precision")
+    return PRECISIONS[cfg.precision]
+
+
+def _chunks(samples, batch_size):
+    """Batches of at most ``batch_size`` samples, each of one structure (trials may differ in iters...)."""
+    keyed = {}
+    for s in samples:
+        keyed.setdefault(tuple(repr(getattr(s.cfg, k)) for k in presets.STRUCTURAL), []).append(s)
+    out = []
+    for group in keyed.values():
+        bs = batch_size or len(group)
+        out += [group[i:i + bs] for i in range(0, len(group), bs)]
+    return out
+
+
 def _run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress):
     run = Run(kind=kind, model=m, config=cfg, images=names, originals=None if x0 is None else x0.cpu(),
               layers=layers, seeds=seeds, device=str(device))
-    bs = batch_size or len(samples)
     t0 = time.perf_counter()
-    chunks = [samples[i:i + bs] for i in range(0, len(samples), bs)]
+    chunks = _chunks(samples, batch_size)
     for k, chunk in enumerate(chunks):
         desc = f"{kind} {k + 1}/{len(chunks)}" if len(chunks) > 1 else kind
-        res, interrupted = engine.optimize(m.features, chunk, cfg, m.input_size, device=device, dtype=m.dtype,
-                                           progress=progress, desc=desc)
+        recipe = presets.recipe(chunk[0].cfg, chunk)
+        res, interrupted = engine.optimize(m.features, recipe, m.input_size, device=device, dtype=m.dtype,
+                                           progress=progress, desc=desc, precision=_precision(chunk[0].cfg))
         for s, r in zip(chunk, res):
             r.update(s.info)
-            r.update(layer=s.layer, seed=s.seed, C=s.C, T=s.T if cfg.jitter else 1)
+            r.update(layer=s.layer, seed=s.seed, C=s.C, T=s.T if s.cfg.jitter else 1)
             run.results.append(r)
         if interrupted:
             run.interrupted = True
             break
+    order = {id(s): i for i, s in enumerate(samples)}  # results in the samples' order, whatever the batching
+    flat = [s for c in chunks for s in c][:len(run.results)]
+    run.results = [r for _, r in sorted(zip([order[id(s)] for s in flat], run.results), key=lambda p: p[0])]
     run.seconds = time.perf_counter() - t0
     return run
 
 
 def _common(m, layers, cfg, feats):
+    """(feature shape, C, T) per layer: C from the config or the preset's rule, T from the geometry."""
     info = {}
     for layer in layers:
         shape = tuple(feats[layer].shape[1:])
-        C = cfg.C if cfg.C is not None else (presets.mahendran_C(layer, m.layers) if cfg.preset == "mahendran2016" else 1.0)
+        C = presets.default_C(cfg, layer, m)
         T = cfg.T if cfg.T is not None else jitter_amount(m.stride(layer, shape))
         info[layer] = (shape, C, T)
     return info
 
 
+def _trial_configs(cfg, trials):
+    """[(trial index or None, Config)]: the run's config, or one per trial (its --set overrides applied)."""
+    if trials is None:
+        return [(None, cfg)]
+    out = []
+    for k, t in enumerate(trials):
+        c = cfg
+        for key, v in (t or {}).items():
+            c = presets.coerce(c, key, v if isinstance(v, str) else repr(v) if isinstance(v, bool) else str(v))
+        out.append((k, c))
+    return out
+
+
 def _from_images(kind, model, layers, images, preset, seeds, iters, masks, device, overrides, batch_size, preprocess,
-                 size, progress, caricature=False):
+                 size, progress, caricature=False, trials=None):
     """invert and caricature: one sample per layer x image x seed, the target from the image's features."""
     m, layers, device, paths, x0 = _prepare(model, layers, images, device, preprocess, size)
     if x0 is None:
@@ -146,39 +186,68 @@ def _from_images(kind, model, layers, images, preset, seeds, iters, masks, devic
     check_layers(feats, layers)
     seeds = _seeds(seeds)
     names = _image_names(paths)
-    info = _common(m, layers, cfg, feats)
     samples = []
-    for layer in layers:
-        shape, C, T = info[layer]
-        mask = mask_mod.combine(masks, shape) if masks else None
-        for i, name in enumerate(names):
-            phi0 = feats[layer][i]
-            for s in seeds:
-                samples.append(engine.Sample(layer, phi0.clamp_min(0) if caricature else phi0, seed=s, mask=mask, C=C,
-                                             T=T, init=x0[i].cpu() if caricature else None, reference=phi0,
-                                             info={"image": name}))
-    return _run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress)
+    for trial, tcfg in _trial_configs(cfg, trials):
+        info = _common(m, layers, tcfg, feats)
+        for layer in layers:
+            shape, C, T = info[layer]
+            mask = mask_mod.combine(masks, shape) if masks else None
+            for i, name in enumerate(names):
+                phi0 = feats[layer][i]
+                for s in seeds:
+                    extra = {"image": name} if trial is None else {"image": name, "trial": trial}
+                    samples.append(engine.Sample(layer, phi0.clamp_min(0) if caricature else phi0, seed=s, mask=mask,
+                                                 C=C, T=T, init=x0[i].cpu() if caricature else None, reference=phi0,
+                                                 info=extra, cfg=tcfg))
+    run = _run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress)
+    if caricature:
+        _caricature_gain(m, run, feats, names)
+    return run
 
 
 def invert(model, layers, images=None, *, preset="mahendran2016", seeds=1, iters=None, masks=None,
-           device="auto", overrides=None, batch_size=None, preprocess=None, size=None, progress=True):
-    """Reconstruct each image from each layer's features, for each seed (natural pre-images)."""
+           device="auto", overrides=None, batch_size=None, preprocess=None, size=None, progress=True, trials=None):
+    """Reconstruct each image from each layer's features, for each seed (natural pre-images).
+
+    ``trials``: a list of override dicts ({"lr": 3.0, "weight.tv": 1e-3}); every trial x layer x image x
+    seed runs in one batch (results gain "trial": k) and equals a separate run with those overrides."""
     return _from_images("invert", model, layers, images, preset, seeds, iters, masks, device, overrides, batch_size,
-                        preprocess, size, progress)
+                        preprocess, size, progress, trials=trials)
 
 
 def caricature(model, layers, images=None, *, preset="mahendran2016", seeds=1, iters=None, masks=None,
-               device="auto", overrides=None, batch_size=None, preprocess=None, size=None, progress=True):
-    """Exaggerate what each layer sees: Phi0 = max(0, Phi(x0)), inner-product loss / ||Phi0||, start at x0."""
+               device="auto", overrides=None, batch_size=None, preprocess=None, size=None, progress=True,
+               trials=None):
+    """Exaggerate what each layer sees: Phi0 = max(0, Phi(x0)), inner-product loss / ||Phi0||, start at x0.
+
+    Each result's ``gain`` is <Phi(x*), Phi0> / <Phi(x0), Phi0>: how much more of the chosen components
+    (those Phi0 selects) the caricature holds than the original (1 = no change)."""
     return _from_images("caricature", model, layers, images, preset, seeds, iters, masks, device, overrides,
-                        batch_size, preprocess, size, progress, caricature=True)
+                        batch_size, preprocess, size, progress, caricature=True, trials=trials)
+
+
+def _caricature_gain(m, run, feats, names):
+    """<Phi(x*), Phi0 M> / <Phi(x0), Phi0 M> per result (the normalised error means nothing here)."""
+    xs = torch.stack([r["x"] for r in run.results]).to(next(iter(feats.values())).device, m.dtype)
+    out = _features(m, xs)
+    row = {n: i for i, n in enumerate(names)}
+    for k, r in enumerate(run.results):
+        phi0 = feats[r["layer"]][row[r["image"]]]
+        target = phi0.clamp_min(0).flatten()
+        now = float((out[r["layer"]][k].flatten() * target).sum())
+        before = float((phi0.flatten() * target).sum())
+        r["gain"] = now / before if before > 0 else None
+        r["normalized_error"] = None
 
 
 def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds=1, iters=None, device="auto",
-             overrides=None, batch_size=None, preprocess=None, size=None, progress=True):
+             overrides=None, batch_size=None, preprocess=None, size=None, progress=True, trials=None):
     """Activation maximization: Phi0 = e_unit (the channel's centre location for conv features), loss
     -<Phi, e> / (M rho^2), M = the unit's largest value on ``images`` (default: the bundled photos),
-    rho = the layer's receptive-field size; C = 1, start from noise."""
+    rho = the layer's receptive-field size; C = 1, start from noise.
+
+    When the unit never fires on the images, M falls back to the layer's largest value on them (the scale
+    of its peers; 1 if the whole layer is silent); each result's ``M_source`` says which M was used."""
     m, layers, device, paths, x0 = _prepare(model, layers, images, device, preprocess, size)
     cfg = _config(preset, overrides, iters=iters).replace(objective="inner")
     cfg = cfg.replace(C=cfg.C if cfg.C is not None else 1.0)
@@ -187,26 +256,21 @@ def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds
     seeds = _seeds(seeds)
     feats = _features(m, x0) if x0 is not None else _features(m, torch.zeros(1, 3, *m.input_size, device=device, dtype=m.dtype))
     check_layers(feats, layers)
-    info = _common(m, layers, cfg, feats)
+    n_images = 0 if x0 is None else x0.shape[0]
     samples = []
-    for layer in layers:
-        shape, C, T = info[layer]
-        for u in units:
-            if not 0 <= u < shape[0]:
-                raise PreimageError(f"unit {u} outside 0..{shape[0] - 1} of layer {layer!r}", where="--unit")
-            target = torch.zeros(shape, dtype=m.dtype)
-            if len(shape) == 3:
-                target[u, shape[1] // 2, shape[2] // 2] = 1
-                acts = feats[layer][:, u, shape[1] // 2, shape[2] // 2]
-            else:
-                target[(u,) + (0,) * (len(shape) - 1)] = 1
-                acts = feats[layer].reshape(feats[layer].shape[0], shape[0], -1)[:, u, 0]
-            M = float(acts.max()) if x0 is not None else 0.0
-            M = M if M > 0 else 1.0
-            z = M * float(m.rf_size(layer)) ** 2
-            for s in seeds:
-                samples.append(engine.Sample(layer, target, seed=s, C=cfg.C, T=T, z=z,
-                                             info={"image": f"unit{u}", "unit": u, "M": M}))
+    for trial, tcfg in _trial_configs(cfg, trials):
+        info = _common(m, layers, tcfg, feats)
+        for layer in layers:
+            shape, C, T = info[layer]
+            for u in units:
+                target, M, source = _unit_target(feats[layer], shape, u, layer, n_images)
+                z = M * float(m.rf_size(layer)) ** 2
+                extra = {"image": f"unit{u}", "unit": u, "M": M, "M_source": source}
+                if trial is not None:
+                    extra["trial"] = trial
+                for s in seeds:
+                    samples.append(engine.Sample(layer, target.to(m.dtype), seed=s, C=tcfg.C, T=T, z=z, info=extra,
+                                                 cfg=tcfg))
     names = [f"unit{u}" for u in units]
     run = _run_batches(m, "maximize", cfg, samples, names, None, layers, seeds, device, batch_size, progress)
     for s, r in zip(samples, run.results):
@@ -214,3 +278,26 @@ def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds
         r["activation"] = -r["loss"][-1] * s.z if r["loss"] else None
         r["normalized_error"] = None
     return run
+
+
+def _unit_target(phi, shape, u, layer, n_images):
+    """(e_unit, M, how M was chosen) for unit ``u`` of a layer with features ``phi`` on the natural images."""
+    if not 0 <= u < shape[0]:
+        raise PreimageError(f"unit {u} outside 0..{shape[0] - 1} of layer {layer!r}", where="--unit")
+    target = torch.zeros(shape)
+    if len(shape) == 3:
+        target[u, shape[1] // 2, shape[2] // 2] = 1
+        acts = phi[:, u, shape[1] // 2, shape[2] // 2]
+    else:
+        target[(u,) + (0,) * (len(shape) - 1)] = 1
+        acts = phi.reshape(phi.shape[0], shape[0], -1)[:, u, 0]
+    if not n_images:
+        return target, 1.0, "no natural images given: M = 1"
+    M = float(acts.max())
+    if M > 0:
+        return target, M, f"the unit's largest value on the {n_images} natural image(s)"
+    peers = float(phi.max())
+    if peers > 0:
+        return target, peers, (f"the unit never fires on the {n_images} natural image(s) (largest value {M:.4g}): "
+                               f"M = the layer's largest value, {peers:.4g}")
+    return target, 1.0, f"the unit and its whole layer never fire on the {n_images} natural image(s): M = 1"

@@ -1,21 +1,26 @@
-"""The run loop: optimise a batch of images (many images x seeds x layers at once) against their targets.
+"""The run loop: optimise a batch of images against an energy, following a recipe.
 
-Everything a sample needs (its target, mask, normaliser, loss weight C, jitter T, seed) is its own, and
-every operation is per sample, so a batch gives the same result as running its samples one at a time.
-Samples with different jitter amounts T live on canvases of different sizes; each such group has its
-own canvas tensor, but all their crops go through the network in ONE forward/backward pass.
+``optimize(features, recipe, size)`` takes a :class:`Recipe` (energy, parameterisation, transforms,
+schedule) and nothing else. Every sample is independent: its terms' parameters, its optimiser's
+hyperparameters, its seed and its jitter are its own, and every operation is per sample, so a batch gives
+the same result as running its samples one at a time. Samples with different jitter amounts live on
+canvases of different sizes (one tensor per group), but all their views go through the network in ONE
+forward/backward pass. Nothing in the step loop waits on the device: the progress bar reads the energy
+every few steps only.
 """
-import inspect
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional
 
 import torch
+from tqdm.auto import tqdm
 
-from . import objectives as obj_mod
-from .optimizers import HOOKS, make as make_optimizer
-from .regularizers import REGULARIZERS
-from .transforms import Jitter, central_offset, crop
+from .energy import State, Term, evaluate
+from .optimizers import HOOKS, OPTIMIZERS
+from .parameterization import init_noise  # noqa: F401  (kept importable from here)
+from .transforms import crop
 
 
 @dataclass
@@ -29,168 +34,184 @@ class Sample:
     C: float = 1.0
     T: int = 1
     z: Optional[float] = None             # objective normaliser override
-    init: Optional[torch.Tensor] = None   # C x H x W start image (caricature); None -> cfg.init
+    init: Optional[torch.Tensor] = None   # C x H x W start image (caricature); None -> the recipe's init
     reference: Optional[torch.Tensor] = None  # Phi(x0) unmasked, for the relative loss
     info: Dict[str, Any] = field(default_factory=dict)
+    cfg: Any = None                       # this sample's settings (its trial's Config); None: the batch's
 
 
-def init_noise(shape, seed, scale, dtype):
-    """Uniform noise in [-1, 1], rescaled so its 95th percentile is ``scale`` (from a per-seed CPU RNG)."""
-    g = torch.Generator().manual_seed(int(seed))
-    u = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
-    return (u * (scale / torch.quantile(u.flatten(), 0.95))).to(dtype)
+@dataclass
+class Stage:
+    iters: int
+    scale: float = 1.0          # the learning-rate multiplier of this stage
+    transforms: bool = True     # False: no transforms, the canvases are cut to their central H x W
 
 
-def _canvas_from(img, T):
-    p = T - 1
-    if p == 0:
-        return img.clone()
-    top, left = central_offset(T), central_offset(T)
-    return torch.nn.functional.pad(img[None], (left, p - left, top, p - top), mode="replicate")[0]
+@dataclass
+class Schedule:
+    """The optimiser, its per-sample hyperparameters (floats or length-N lists), hooks and stages.
+
+    ``grad_scale``: "hw" steps on the gradient of H W * E (the canvas size), "rate" multiplies the rate by
+    H W instead, "none" steps on the gradient of E (see optimizers.py)."""
+
+    stages: List[Stage]
+    optimizer: str = "adagrad"
+    hyper: Dict[str, Any] = field(default_factory=dict)
+    hooks: List[str] = field(default_factory=list)
+    hook_params: Dict[str, Any] = field(default_factory=dict)
+    grad_scale: str = "none"
 
 
-def _reg_params(fn, params):
-    names = inspect.signature(fn).parameters
-    return {k: v for k, v in params.items() if k in names}
+@dataclass
+class Recipe:
+    energy: Term
+    parameterization: Any
+    transforms: List[Any] = field(default_factory=list)
+    schedule: Schedule = None
+    metrics: Dict[str, Term] = field(default_factory=dict)   # evaluated on the result, reported per sample
 
 
-class _Interrupted(Exception):
-    pass
+def _group(values):
+    """Groups of sample indices with equal ``values`` (the canvas margin), in order of the value."""
+    return [[i for i, v in enumerate(values) if v == m] for m in sorted(set(values))]
 
 
-def optimize(features, samples, cfg, size, device="cpu", dtype=torch.float32, progress=True, desc="invert",
-             channels=3):
-    """Run ``cfg``'s schedule on all ``samples`` in one batch. Returns (list of result dicts, interrupted).
+def _hyper(value, idx, like):
+    """A per-sample hyperparameter for the samples ``idx``: a float, or a k x 1 x 1 x 1 tensor."""
+    if isinstance(value, (list, tuple)):
+        vals = [value[i] for i in idx]
+        if len(set(vals)) == 1:
+            return vals[0]
+        return torch.tensor([float("inf") if v is None else float(v) for v in vals],
+                            device=like.device, dtype=like.dtype).view(-1, 1, 1, 1)
+    return value
 
-    ``features``: callable x -> {layer: tensor}; ``size``: (H, W) of the network input. Each result holds
-    ``x`` (C x H x W, CPU), ``energy``/``loss`` curves (lists), ``normalized_error``, ``relative_loss``,
-    ``iterations``, ``seconds``.
+
+class _Loop:
+    """The state of one optimisation: canvases, optimisers, transforms, curves, step counter."""
+
+    def __init__(self, features, recipe, size, device, dtype, precision):
+        self.features, self.recipe, self.size = features, recipe, tuple(size)
+        self.device, self.dtype = device, dtype
+        self.sched = recipe.schedule
+        margins = [0] * len(recipe.parameterization.seeds)
+        for t in recipe.transforms:
+            margins = [max(a, b) for a, b in zip(margins, t.margins())]
+        self.n = len(margins)
+        self.groups = _group(margins)
+        self.order = [i for g in self.groups for i in g]      # batch position -> sample index
+        self.position = {i: p for p, i in enumerate(self.order)}
+        self.canvases = recipe.parameterization.canvases(self.groups, margins, size, device, dtype)
+        identity = self.order == list(range(self.n))
+        self.inverse = None if identity else torch.tensor([self.position[i] for i in range(self.n)], device=device)
+        self.total = sum(s.iters for s in self.sched.stages)
+        self.curves = {k: torch.zeros(self.n, self.total, device=device, dtype=dtype) for k in ("energy", "data")}
+        self.step = 0
+        self.autocast = (torch.autocast(device.type, dtype=precision) if precision not in (None, torch.float32)
+                         else contextlib.nullcontext())
+
+    def start_stage(self, stage):
+        if not stage.transforms:
+            H, W = self.size
+            self.canvases = [crop(c, None, H, W).contiguous() for c in self.canvases]
+        s = self.sched
+        self.opts, self.hooks = [], []
+        for c, g in zip(self.canvases, self.groups):
+            kw = {k: _hyper(v, g, c) for k, v in s.hyper.items()}
+            self.opts.append(OPTIMIZERS.get_or_fail(s.optimizer)(**kw))
+            self.hooks.append(SimpleNamespace(**{k: _hyper(v, g, c) for k, v in s.hook_params.items()}))
+        for t in self.recipe.transforms:
+            t.start(self.groups)
+        hws = [float(c.shape[-1] * c.shape[-2]) for c in self.canvases]
+        self.gains = [hw if s.grad_scale == "hw" else 1.0 for hw in hws]
+        self.rates = [hw if s.grad_scale == "rate" else 1.0 for hw in hws]
+        self.transforming = stage.transforms
+
+    def views(self):
+        v = self.canvases
+        if self.transforming:
+            for t in self.recipe.transforms:
+                v = t(v, self.size)
+        H, W = self.size
+        return torch.cat([crop(c, None, H, W) if c.shape[-1] != W or c.shape[-2] != H else c for c in v])
+
+    def state(self, x_in, canvases):
+        """The State of views ``x_in`` (rows in group order) of ``canvases``: features in sample order."""
+        with self.autocast:
+            feats = self.features(x_in)
+        if not isinstance(self.autocast, contextlib.nullcontext):
+            feats = {k: v.to(self.dtype) for k, v in feats.items()}
+        if self.inverse is not None:
+            feats = {k: v.index_select(0, self.inverse) for k, v in feats.items()}
+        return State(images=canvases, features=feats, n=self.n, index=self.groups, inverse=self.inverse)
+
+    def one_step(self, stage):
+        for c in self.canvases:
+            c.requires_grad_(True)
+        parts = evaluate(self.recipe.energy, self.state(self.views(), self.canvases))
+        grads = torch.autograd.grad(parts["energy"].sum(), self.canvases)
+        with torch.no_grad():
+            self.curves["energy"][:, self.step] = parts["energy"].detach()
+            self.curves["data"][:, self.step] = parts["data"].detach()
+            for c, g, opt, hp, gain, rate in zip(self.canvases, grads, self.opts, self.hooks, self.gains, self.rates):
+                c.requires_grad_(False)
+                opt.step(c, g, stage.scale, rate=rate, gain=gain)
+                for h in self.sched.hooks:
+                    HOOKS.get_or_fail(h)(c, g, hp)
+        self.step += 1
+
+
+def optimize(features, recipe, size, device="cpu", dtype=torch.float32, progress=True, desc="invert",
+             precision=None):
+    """Run ``recipe`` on its samples in one batch. Returns (list of result dicts in sample order, interrupted).
+
+    ``features``: callable x -> {layer: tensor}; ``size``: (H, W) of the network input; ``precision``:
+    None/float32, or torch.bfloat16 / torch.float16 to run the network's forward under autocast. Each result
+    holds ``x`` (C x H x W, CPU), ``energy``/``loss`` curves (lists; loss: the data terms), the recipe's
+    metrics (e.g. ``normalized_error``), ``iterations``, ``seconds``.
     """
     device = torch.device(device)
-    H, W = size
-    n = len(samples)
-    init_scale = cfg.init_scale if cfg.init_scale is not None else cfg.B / 3 ** 0.5
-    params = cfg.params()
-    regs = [(REGULARIZERS.get_or_fail(name), w) for name, w in cfg.weights.items() if w]
-    regs = [(fn, w, _reg_params(fn, params)) for fn, w in regs]
-    objective = obj_mod.OBJECTIVES.get_or_fail(cfg.objective)
-    hooks = [HOOKS.get_or_fail(h) for h in cfg.hooks]
-
-    # groups of samples sharing a canvas size (one per jitter amount T)
-    Ts = [s.T if cfg.jitter else 1 for s in samples]
-    groups = []  # (T, [sample indices])
-    for T in sorted(set(Ts)):
-        groups.append((T, [i for i in range(n) if Ts[i] == T]))
-    order = [i for _, idx in groups for i in idx]          # batch position -> sample index
-    position = {i: p for p, i in enumerate(order)}
-
-    def start(i, T):
-        s = samples[i]
-        if s.init is not None:
-            img = s.init.to(dtype)
-        elif cfg.init == "zeros":
-            img = torch.zeros(channels, H, W, dtype=dtype)
-        else:
-            return init_noise((channels, H + T - 1, W + T - 1), s.seed, init_scale, dtype)
-        return _canvas_from(img, T)
-
-    canvases = [torch.stack([start(i, T) for i in idx]).to(device) for T, idx in groups]
-
-    # per-layer targets in batch order
-    layers = {}
-    for p, i in enumerate(order):
-        layers.setdefault(samples[i].layer, []).append(p)
-    targets = {}
-    for layer, pos in layers.items():
-        t = torch.stack([samples[order[p]].target for p in pos]).to(device, dtype)
-        ms = [samples[order[p]].mask for p in pos]
-        mask = None
-        if any(m is not None for m in ms):
-            mask = torch.stack([torch.ones(t.shape[1:]) if m is None else torch.broadcast_to(m, t.shape[1:])
-                                for m in ms]).to(device, dtype)
-        zs = [cfg.z if samples[order[p]].z is None else samples[order[p]].z for p in pos]  # --set z=...
-        z = obj_mod.normaliser(cfg.objective, t, mask)
-        if any(v is not None for v in zs):
-            z = torch.where(torch.tensor([v is not None for v in zs], device=device),
-                            torch.tensor([v or 1.0 for v in zs], device=device, dtype=dtype), z)
-        C = torch.tensor([samples[order[p]].C for p in pos], device=device, dtype=dtype)
-        targets[layer] = (torch.tensor(pos, device=device), t, mask, z, C)
-
-    stages = [(cfg.iters, 1.0, cfg.jitter), (cfg.fine_iters, cfg.fine_scale, False)]
-    total = sum(k for k, _, _ in stages)
-    curves_E = torch.zeros(n, total, device=device, dtype=dtype)
-    curves_L = torch.zeros(n, total, device=device, dtype=dtype)
-    every = max(1, total // 50)
-    seeds_of = [[samples[i].seed for i in idx] for _, idx in groups]
-    no_reg = [torch.zeros(len(idx), device=device, dtype=dtype) for _, idx in groups]  # sum()'s start, per group
-
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False)
+    loop = _Loop(features, recipe, size, device, dtype, precision)
+    every = max(1, loop.total // 50)
+    bar = tqdm(total=loop.total, desc=desc, unit="step", disable=not progress, leave=False)
     interrupted = False
-    step = 0
     t0 = time.perf_counter()
     try:
-        for iters, scale, jitter in stages:
-            if iters <= 0:
+        for stage in recipe.schedule.stages:
+            if stage.iters <= 0:
                 continue
-            if not jitter:  # no jitter from here on: keep only the central crops
-                canvases = [crop(c, None, H, W).contiguous() for c in canvases]
-            opts = [make_optimizer(cfg.optimizer, cfg) for _ in canvases]
-            jit = [Jitter(c.shape[-1] - W + 1, sd) for c, sd in zip(canvases, seeds_of)]
-            hws = [float(c.shape[-1] * c.shape[-2]) for c in canvases]  # the H W factor of each canvas's gradient
-            gains = [hw if cfg.grad_scale == "hw" else 1.0 for hw in hws]
-            rates = [hw if cfg.grad_scale == "rate" else 1.0 for hw in hws]
-            for _ in range(iters):
-                for c in canvases:
-                    c.requires_grad_(True)
-                x_in = torch.cat([crop(c, j.offsets(), H, W) for c, j in zip(canvases, jit)])
-                feats = features(x_in)
-                loss = torch.zeros(n, device=device, dtype=dtype)
-                for layer, (pos, t, mask, z, C) in targets.items():
-                    phi = feats[layer].index_select(0, pos) if len(pos) != n else feats[layer]
-                    loss = loss.index_add(0, pos, C * objective(phi, t, mask, z))
-                reg = torch.cat([sum((w * fn(c, **kw) for fn, w, kw in regs), z0) for c, z0 in zip(canvases, no_reg)])
-                energy = loss + reg
-                grads = torch.autograd.grad(energy.sum(), canvases)
-                with torch.no_grad():
-                    curves_E[:, step] = energy.detach()
-                    curves_L[:, step] = loss.detach()
-                    for c, g, opt, gain, rate in zip(canvases, grads, opts, gains, rates):
-                        c.requires_grad_(False)
-                        opt.step(c, g, scale, rate=rate, gain=gain)
-                        for hook in hooks:
-                            hook(c, g, cfg)
-                step += 1
-                if progress and (step % every == 0 or step == total):  # .item() syncs: only for a visible bar
-                    bar.set_postfix(energy=f"{curves_E[:, step - 1].mean().item():.4g}", refresh=False)
-                    bar.update(step - bar.n)
+            loop.start_stage(stage)
+            for _ in range(stage.iters):
+                loop.one_step(stage)
+                if progress and (loop.step % every == 0 or loop.step == loop.total):  # .item() syncs
+                    bar.set_postfix(energy=f"{loop.curves['energy'][:, loop.step - 1].mean().item():.4g}",
+                                    refresh=False)
+                    bar.update(loop.step - bar.n)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
+    return _results(loop, recipe, t0), interrupted
 
+
+def _results(loop, recipe, t0):
+    H, W = loop.size
     with torch.no_grad():
-        x = torch.cat([crop(c.detach(), None, H, W) for c in canvases])
-        feats = features(x)
-        err = torch.zeros(n, device=device, dtype=dtype)
-        rel = torch.full((n,), float("nan"), device=device, dtype=dtype)
-        for layer, (pos, t, mask, z, C) in targets.items():
-            phi = feats[layer].index_select(0, pos)
-            err[pos] = obj_mod.normalized_error(phi, t, mask)
-            refs = [samples[order[p]].reference for p in pos.tolist()]
-            if all(r is not None for r in refs):
-                rel[pos] = obj_mod.relative_loss(phi, torch.stack(refs).to(device, dtype))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        centre = [crop(c.detach(), None, H, W) for c in loop.canvases]
+        x = torch.cat(centre)
+        st = loop.state(x, centre) if recipe.metrics else None
+        metrics = {k: t.value(st).cpu().tolist() for k, t in recipe.metrics.items()}
+        if loop.device.type == "cuda":
+            torch.cuda.synchronize(loop.device)
         seconds = time.perf_counter() - t0
         x = x.cpu()
-        err, rel = err.cpu().tolist(), rel.cpu().tolist()
-        cE, cL = curves_E[:, :step].cpu(), curves_L[:, :step].cpu()
-
+        cE, cL = (loop.curves[k][:, :loop.step].cpu() for k in ("energy", "data"))
     results = []
-    for i in range(n):
-        p = position[i]
-        results.append({"x": x[p], "normalized_error": err[p], "relative_loss": None if rel[p] != rel[p] else rel[p],
-                        "iterations": step, "seconds": seconds, "batch_size": n,
-                        "energy": cE[p].tolist(), "loss": cL[p].tolist()})
-    return results, interrupted
+    for i in range(loop.n):
+        p = loop.position[i]
+        r = {"x": x[p], "iterations": loop.step, "seconds": seconds, "batch_size": loop.n,
+             "energy": cE[i].tolist(), "loss": cL[i].tolist()}  # curves and metrics are in sample order
+        for k, v in metrics.items():
+            r[k] = None if v[i] != v[i] else v[i]
+        results.append(r)
+    return results

@@ -66,3 +66,136 @@ def relative_loss(phi, phi_x0):
     n = phi.shape[0]
     a, b = _flat(phi, n), _flat(phi_x0, n)
     return (a - b).norm(dim=1) / (a.norm(dim=1) + b.norm(dim=1)).clamp_min(1e-30)
+
+
+# ---- the data terms of the energy (preimage.invert.energy) -------------------------------------------
+from .energy import TERMS, Term, per_sample  # noqa: E402  (the kernels above do not need them)
+
+
+class FeatureTerm(Term):
+    """A term on one layer's features for the samples ``samples`` (batch positions; None: all of them).
+
+    ``target`` is K x ... (K = len(samples), or N); the value is 0 for the other samples."""
+
+    kind = "data"
+
+    def __init__(self, layer, target, mask=None, samples=None, **params):
+        super().__init__(**params)
+        self.layer, self.target, self.mask = layer, target, mask
+        self.samples = None if samples is None else torch.as_tensor(samples, dtype=torch.long)
+        self._cache = None
+
+    def _on(self, phi):
+        """Target, mask and sample index on phi's device and dtype (moved once)."""
+        if self._cache is None or self._cache[0].device != phi.device or self._cache[0].dtype != phi.dtype:
+            t = torch.as_tensor(self.target).to(phi.device, phi.dtype)
+            if t.dim() == phi.dim() - 1:
+                t = t.unsqueeze(0)
+            m = None if self.mask is None else torch.as_tensor(self.mask).to(phi.device, phi.dtype)
+            idx = None if self.samples is None else self.samples.to(phi.device)
+            self._cache = (t, m, idx)
+        return self._cache
+
+    def value(self, state):
+        phi = state.features[self.layer]
+        t, m, idx = self._on(phi)
+        if idx is not None and idx.numel() != phi.shape[0]:
+            phi = phi.index_select(0, idx)
+        if t.shape[0] != phi.shape[0]:
+            t = t.expand(phi.shape[0], *t.shape[1:])
+        v = self.compute(phi, t, m)
+        if idx is None or idx.numel() == state.n:
+            return v
+        return torch.zeros(state.n, device=v.device, dtype=v.dtype).index_add(0, idx, v)
+
+    def compute(self, phi, t, m):
+        raise NotImplementedError
+
+    def z(self, t, m, default):
+        """The normaliser: the ``z`` parameter when given (float or per-sample), else ``default(t, m)``."""
+        z = self.params.get("z")
+        return default(t, m) if z is None else per_sample(z, t.shape[0], t)
+
+
+def _sq(t, m):
+    return normaliser("l2", t, m)
+
+
+def _norm(t, m):
+    return normaliser("inner", t, m)
+
+
+class _FeatureL2(FeatureTerm):
+    name = "feature_l2"
+
+    def compute(self, phi, t, m):
+        return l2(phi, t, m, self.z(t, m, _sq))
+
+
+class _L2Distance(FeatureTerm):
+    name = "l2_distance"
+
+    def compute(self, phi, t, m):
+        return l2_distance(phi, t, m)
+
+
+class _Inner(FeatureTerm):
+    name = "inner_product"
+
+    def compute(self, phi, t, m):
+        return inner(phi, t, m, self.z(t, m, _norm))
+
+
+class _RelativeLoss(FeatureTerm):
+    name = "relative_loss"
+    kind = "metric"
+
+    def compute(self, phi, t, m):
+        return relative_loss(phi, t)
+
+
+class _NormalizedError(FeatureTerm):
+    name = "normalized_error"
+    kind = "metric"
+
+    def compute(self, phi, t, m):
+        return normalized_error(phi, t, m)
+
+
+@TERMS.register("feature_l2")
+def feature_l2(layer, target, mask=None, samples=None, z=None):
+    """||(Phi(x) - Phi0) M||^2 / Z, Z = ||Phi0 M||^2 unless given (Mahendran & Vedaldi's data term)."""
+    return _FeatureL2(layer, target, mask, samples, z=z)
+
+
+@TERMS.register("l2_distance")
+def feature_distance(layer, target, mask=None, samples=None):
+    """||(Phi(x) - Phi0) M||_2, not squared, not normalised (the PoseNet inversion's data term)."""
+    return _L2Distance(layer, target, mask, samples)
+
+
+@TERMS.register("inner_product")
+def inner_product(layer, target, mask=None, samples=None, z=None):
+    """-<Phi(x), Phi0 M> / Z, Z = ||Phi0 M|| unless given (caricatures; maximization with Z = M rho^2)."""
+    return _Inner(layer, target, mask, samples, z=z)
+
+
+@TERMS.register("unit")
+def unit(layer, index, shape, samples=None, z=1.0):
+    """-Phi(x)[index] / Z: one unit of ``layer`` (``index`` into the feature ``shape``, batch excluded);
+    activation maximization's loss, with Z = M rho^2 in the paper."""
+    e = torch.zeros(shape, dtype=torch.float64)
+    e[tuple(index)] = 1.0
+    return _Inner(layer, e, None, samples, z=z)
+
+
+@TERMS.register("relative_loss")
+def relative(layer, reference, samples=None):
+    """||Phi(x) - Phi(x0)|| / (||Phi(x)|| + ||Phi(x0)||): a metric (the PoseNet inversion's), not a loss."""
+    return _RelativeLoss(layer, reference, None, samples)
+
+
+@TERMS.register("normalized_error")
+def normalized(layer, target, mask=None, samples=None):
+    """||(Phi(x) - Phi0) M|| / ||Phi0 M||: the papers' reported error, a metric."""
+    return _NormalizedError(layer, target, mask, samples)

@@ -3,6 +3,8 @@ per sample (shape N), so every sample of a batch is regularized on its own.
 
 Formulas: ../shared/reference/methods.md (Mahendran & Vedaldi 2016, section 1; PoseNet inversion, section 2).
 """
+import inspect
+
 import torch
 
 from ..registry import Registry
@@ -102,3 +104,68 @@ def sqrt_tv(x):
     """PoseNet variant's TV: sum_{i,j,k} sqrt(dx^2 + dy^2), forward differences, no normalisation."""
     h, w = x.shape[-2:]
     return _TV.apply(x, 1.0, 1.0) * (h * w)
+
+
+# ---- the priors of the energy (preimage.invert.energy) -----------------------------------------------
+from .energy import TERMS, Term  # noqa: E402  (the kernels above do not need them)
+
+
+class ImageTerm(Term):
+    """A prior: a kernel ``fn(x, **params) -> (N,)`` on each canvas group of the parameterisation.
+
+    A parameter given per sample (a list, for batched trials) is a float for each sample; samples with
+    equal parameters go through the kernel together (the kernels take float powers, so a batch of trials
+    with different powers is evaluated once per distinct value)."""
+
+    kind = "prior"
+
+    def __init__(self, name, fn, **params):
+        super().__init__(**params)
+        self.name, self.fn = name, fn
+
+    def value(self, state):
+        out = []
+        for idx_list, x in state.groups():
+            lists = {k: [v[i] for i in idx_list] for k, v in self.params.items() if isinstance(v, (list, tuple))}
+            if not lists or all(len(set(v)) == 1 for v in lists.values()):
+                kw = {k: (v[0] if k in lists else v) for k, v in self.params.items()}
+                out.append(self.fn(x, **kw))
+                continue
+            keys = list(zip(*lists.values()))
+            v = x.new_zeros(x.shape[0])
+            for key in dict.fromkeys(keys):
+                idx = torch.tensor([i for i, k in enumerate(keys) if k == key], device=x.device)
+                kw = dict(self.params, **dict(zip(lists, key)))
+                v = v.index_add(0, idx, self.fn(x.index_select(0, idx), **kw))
+            out.append(v)
+        return state.to_samples(torch.cat(out))
+
+
+def prior(name, fn=None):
+    """Register the kernel ``fn(x, **params) -> (N,)`` as the prior term ``name``; its keyword defaults are
+    its parameters (``--set NAME.PARAM``), ``--set weight.NAME`` weights it. Usable as a decorator."""
+    if fn is None:
+        def decorator(f):
+            prior(name, f)
+            return f
+        return decorator
+    defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items() if k != "x"}
+
+    def factory(**params):
+        unknown = set(params) - set(defaults)
+        if unknown:
+            raise TypeError(f"{name} has no parameter {sorted(unknown)[0]!r} (it takes: {', '.join(defaults) or 'none'})")
+        return ImageTerm(name, fn, **dict(defaults, **params))
+
+    factory.__signature__ = inspect.signature(fn).replace(
+        parameters=[p for p in inspect.signature(fn).parameters.values() if p.name != "x"])
+    factory.__doc__ = fn.__doc__
+    factory.kind = "prior"
+    TERMS.register(name)(factory)
+    return factory
+
+
+bounded_range_term = prior("bounded_range", bounded_range)
+tv_term = prior("tv", tv)
+l6_term = prior("l6", l6)
+sqrt_tv_term = prior("sqrt_tv", sqrt_tv)

@@ -33,7 +33,7 @@ def test_mahendran2016_on_corpus(net, caffe_corpus, tmp_path):
                for l in layers]
     assert [s.C for s in samples] == ([300, 20, 1] if net == "alexnet" else [100, 20])
     assert [s.T for s in samples] == ([4, 4, 8] if net == "alexnet" else [4, 8])
-    res, _ = engine.optimize(m.features, samples, cfg, m.input_size, progress=False)
+    res, _ = engine.optimize(m.features, presets.recipe(cfg, samples), m.input_size, progress=False)
     errors = {l: r["normalized_error"] for l, r in zip(layers, res)}
     print(net, errors)
     for layer, bound in BOUNDS[net].items():

@@ -19,7 +19,7 @@ def test_known_preimage_is_recovered():
         t = conv(x0)
     cfg = presets.get("mahendran2016", weights={}, Bplus=None, jitter=False, iters=300, fine_iters=50)
     samples = [engine.Sample("c", t[i], seed=i, C=1.0) for i in range(2)]
-    res, interrupted = engine.optimize(features, samples, cfg, (16, 16), dtype=torch.float64, progress=False)
+    res, interrupted = engine.optimize(features, presets.recipe(cfg, samples), (16, 16), dtype=torch.float64, progress=False)
     assert not interrupted
     for i, r in enumerate(res):
         assert ((r["x"] - x0[i]).norm() / x0[i].norm()).item() < 1e-3
@@ -60,10 +60,10 @@ def test_batched_equals_one_at_a_time(preset):
     layers = [("a", 1, 300.0), ("b", 2, 20.0), ("fc", 3, 1.0)]  # three canvas sizes, one batch
     samples = _samples(net, x0s, layers, seeds=[0, 1])
     cfg = presets.get(preset, iters=12, fine_iters=4, jitter=True)
-    batch, _ = engine.optimize(net, samples, cfg, (16, 16), dtype=torch.float64, progress=False)
+    batch, _ = engine.optimize(net, presets.recipe(cfg, samples), (16, 16), dtype=torch.float64, progress=False)
     assert len(batch) == 12
     for k in [0, 3, 5, 6, 11]:  # one at a time
-        (single,), _ = engine.optimize(net, [samples[k]], cfg, (16, 16), dtype=torch.float64, progress=False)
+        (single,), _ = engine.optimize(net, presets.recipe(cfg, [samples[k]]), (16, 16), dtype=torch.float64, progress=False)
         np.testing.assert_allclose(batch[k]["x"].numpy(), single["x"].numpy(), rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(batch[k]["loss"], single["loss"], rtol=1e-9)
         assert batch[k]["normalized_error"] == pytest.approx(single["normalized_error"], rel=1e-9)
@@ -84,7 +84,7 @@ def test_keyboard_interrupt_keeps_the_results_so_far():
     x0s = torch.randn(1, 3, 16, 16, dtype=torch.float64)
     samples = _samples(net, x0s, [("b", 2, 20.0)], seeds=[0])
     cfg = presets.get("mahendran2016", iters=50, fine_iters=5)
-    (res,), interrupted = engine.optimize(features, samples, cfg, (16, 16), dtype=torch.float64, progress=False)
+    (res,), interrupted = engine.optimize(features, presets.recipe(cfg, samples), (16, 16), dtype=torch.float64, progress=False)
     assert interrupted and res["iterations"] == 5 and len(res["loss"]) == 5
     assert res["x"].shape == (3, 16, 16) and np.isfinite(res["normalized_error"])
 
@@ -119,7 +119,7 @@ def test_config_z_overrides_the_normaliser():
     first = {}
     for z in (None, 2.0):
         cfg = presets.get("mahendran2016", weights={}, jitter=False, iters=1, fine_iters=0, z=z)
-        res, _ = engine.optimize(features, [engine.Sample("c", t, seed=4)], cfg, (8, 8), dtype=torch.float64,
+        res, _ = engine.optimize(features, presets.recipe(cfg, [engine.Sample("c", t, seed=4)]), (8, 8), dtype=torch.float64,
                                  progress=False)
         first[z] = res[0]["loss"][0]  # at the starting noise, the same for both runs
     assert first[2.0] * 2.0 == pytest.approx(first[None] * float((t * t).sum()), rel=1e-9)

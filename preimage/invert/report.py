@@ -17,7 +17,8 @@ def _safe(name):
 
 
 def result_png(r):
-    return f"images/{_safe(r['image'])}__{_safe(r['layer'])}__s{r['seed']}.png"
+    trial = f"__t{r['trial']}" if r.get("trial") is not None else ""  # a run of batched trials: one file each
+    return f"images/{_safe(r['image'])}__{_safe(r['layer'])}__s{r['seed']}{trial}.png"
 
 
 def _label(tile_w, text):
@@ -126,7 +127,7 @@ def write_plots(run, m, out_dir):
     series = {}
     for d in m["results"]:
         if len(d["loss_curve"]) >= 2:
-            series[(d["layer"], d["image"], d["seed"], d.get("unit"))] = (range(1, len(d["loss_curve"]) + 1), d["loss_curve"])
+            series[(d["layer"], d["image"], d["seed"], d.get("unit"), d.get("trial"))] = (range(1, len(d["loss_curve"]) + 1), d["loss_curve"])
     made = {}
     if series:
         what = "-<Phi, Phi0> / Z" if run.kind != "invert" else str(m["config"]["objective"])

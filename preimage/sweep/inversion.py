@@ -96,6 +96,18 @@ class Target:
         return self
 
 
+def check(target, space):
+    """Refuse an unknown --set key or searched name before any study is opened (one line, from presets)."""
+    from ..invert import presets
+
+    cfg = presets.get(target.preset)
+    for k, v in target.overrides.items():
+        cfg = presets.coerce(cfg, k, _text(v))
+    for p in space:
+        probe = p.value if p.kind == "fixed" else p.choices[0] if p.kind == "choice" else p.low
+        presets.coerce(cfg, p.name, _text(int(probe) if p.kind in ("int", "intlog") else probe))
+
+
 def _text(v):
     """A --set value as api.invert's overrides take it (exact for floats: repr round-trips)."""
     if isinstance(v, bool):

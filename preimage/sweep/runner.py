@@ -16,7 +16,7 @@ from typing import Optional
 
 from ..errors import PreimageError
 from . import study as st
-from .inversion import has_batched_trials, run_trials, save_pictures, score, summarize
+from .inversion import check, has_batched_trials, run_trials, save_pictures, score, summarize
 from .space import distributions, trial_params
 
 
@@ -139,6 +139,7 @@ def sweep_inversion(target, space, out_dir, *, n_trials, batch=16, sampler="rand
                     study_name=None, batched=None, progress=False, report=True, report_every=30.0):
     """Search ``space`` for ``target`` (a :class:`~preimage.sweep.inversion.Target`), minimising its
     objective; ``batch`` trials per optimisation run."""
+    check(target, space)
     definition = inversion_definition(target, space)
     evaluate = inversion_evaluator(target, out_dir, batched=batched, progress=progress)
     title = f"preimage sweep {target.kind}: {definition['model']} {', '.join(target.layers)}"

@@ -143,3 +143,28 @@ def test_two_processes_share_one_sqlite_study(tiny_posenet, tmp_path):
     assert "plots/history.png" in html and "plots/param-lr.png" in html
     for t in complete:
         assert all((out / p).is_file() for p in t.user_attrs["pictures"])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--param", "lr=log:0:1"], "LOW > 0"),
+    (["--param", "B=80"], "nothing to search"),
+    (["--param", "lr=log:1e-3:1", "--set", "frobnicate=1"], "frobnicate"),
+    (["--param", "frobnicate=log:1e-3:1"], "frobnicate"),
+])
+def test_bad_sweep_input_is_one_line(tiny_posenet, tmp_path, args, needle):
+    from click.testing import CliRunner
+
+    from preimage.cli import cli
+
+    r = CliRunner().invoke(cli, ["sweep", "invert", "-m", str(tiny_posenet / "posenet.onnx"), "-l", "conv4", "--iters", "1",
+                                 "-n", "1", "-q", "-o", str(tmp_path), samples.paths()[0]] + args)
+    assert r.exit_code == 2, r.output
+    assert needle in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "study.db").exists()  # refused before a study was made
+
+
+def test_decoder_sweep_refuses_an_unknown_option(tmp_path):
+    from preimage.sweep import sweep_decoder
+
+    with pytest.raises(PreimageError, match="not a decoder training option"):
+        sweep_decoder(str(tmp_path), parse_space(["frobnicate=lin:0:1"]), str(tmp_path / "o"), n_trials=1)

@@ -1,10 +1,41 @@
 """``preimage sweep invert|maximize|caricature|decoder``: thin click layer over :mod:`preimage.sweep`."""
 import click
 
-from .invert import _out_dir, _overrides
 from .model_path import model_path
 
 CTX = {"help_option_names": ["-h", "--help"]}
+
+
+def _overrides(sets, C):
+    """--set KEY=VALUE ... (and --C) -> {key: text}."""
+    from ..errors import PreimageError
+
+    out = {}
+    for s in sets:
+        if "=" not in s:
+            raise PreimageError(f"expected KEY=VALUE, got {s!r}", where="--set")
+        k, v = s.split("=", 1)
+        out[k.strip()] = v.strip()
+    if C is not None:
+        out["C"] = str(C)
+    return out
+
+
+def _out_dir(out, kind, model):
+    """The run folder (default KIND-MODEL), checked to be writable before any trial runs."""
+    import os
+
+    from ..errors import PreimageError
+
+    out = out or f"{kind}-{os.path.splitext(os.path.basename(model))[0]}"
+    p = os.path.abspath(out)
+    while not os.path.exists(p):
+        p = os.path.dirname(p)
+    if not os.path.isdir(p):
+        raise PreimageError("a file stands where the run folder is needed", path=p, where="--out")
+    if not os.access(p, os.W_OK):
+        raise PreimageError("cannot write the run folder here (permission denied)", path=p, where="--out")
+    return out
 
 
 def _search_options(f):

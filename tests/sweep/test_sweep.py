@@ -54,16 +54,21 @@ def test_space_specs():
 
 @pytest.mark.skipif(not has_batched_trials(), reason="needs batched trials API (api.invert(..., trials=[...]))")
 def test_eight_batched_trials_equal_eight_separate_runs(tiny_posenet, tmp_path):
+    import torch
+
     space = parse_space(SPACE)
-    a = sweep_inversion(_target(tiny_posenet), space, str(tmp_path / "a"), n_trials=8, batch=8, seed=3, report=False)
-    b = sweep_inversion(_target(tiny_posenet), space, str(tmp_path / "b"), n_trials=8, batch=1, seed=3, batched=False,
+    m = open_model(str(tiny_posenet / "posenet.onnx"), ["conv4"], "cpu")
+    m = replace(m, features=m.features.double(), dtype=torch.float64)  # float64: batching must not change a bit
+    a = sweep_inversion(_target(tiny_posenet, model=m), space, str(tmp_path / "a"), n_trials=8, batch=8, seed=3,
                         report=False)
+    b = sweep_inversion(_target(tiny_posenet, model=m), space, str(tmp_path / "b"), n_trials=8, batch=1, seed=3,
+                        batched=False, report=False)
     assert a.complete == b.complete == 8
     ta, tb = _complete(_load(tmp_path / "a")), _complete(_load(tmp_path / "b"))
     assert all(t.user_attrs["trials_in_batch"] == 8 for t in ta) and all(t.user_attrs["trials_in_batch"] == 1 for t in tb)
     for x, y in zip(ta, tb):
         assert x.params == y.params
-        assert x.value == pytest.approx(y.value, rel=1e-4, abs=1e-6)
+        assert x.value == pytest.approx(y.value, rel=1e-9, abs=1e-12)
 
 
 def test_separate_trials_score_like_plain_invert_runs(tiny_posenet, tmp_path):

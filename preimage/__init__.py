@@ -13,7 +13,7 @@ _API = {
     "load_features": "preimage.converters.onnx_torch.load",
     "validate": "preimage.converters.validate",
     "read_t7": "preimage.converters.torch7.reader",
-    "Preprocess": "preimage.models.preprocess",
+    "Preprocess": "preimage.preprocess",
 }
 
 

@@ -4,7 +4,11 @@ Commands are loaded lazily from the table below (``name -> "module:attribute"``)
 stays fast and a command's heavy imports (torch, onnxruntime) happen only when it runs. A new command
 is one entry here plus its module under ``preimage/commands/``.
 """
+import errno
+import errno
 import importlib
+import os
+import os
 
 import click
 
@@ -95,9 +99,6 @@ class LazyGroup(click.Group):
 
 def _os_error_line(e):
     """'PATH: cannot write (reason)' for an OSError; atomic writes' hidden temporary names become their folder."""
-    import errno
-    import os
-
     path = os.fspath(e.filename)
     name = os.path.basename(path)
     if name.startswith(".") and name.endswith(".part"):

@@ -1,5 +1,6 @@
 """Writing outputs safely: never leave a half-written file behind."""
 import contextlib
+import hashlib
 import os
 import tempfile
 
@@ -44,8 +45,6 @@ def write_text_atomic(path, text):
 
 def sha256_file(path):
     """Hex sha256 of a file, read in 4 MiB chunks (for the ``preimage.source`` metadata)."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):

@@ -203,7 +203,7 @@ def test_input_shape_typo_is_not_silently_dropped(tiny, tmp_path):
     r = CliRunner().invoke(cli, ["convert", "caffe", str(tiny / "posenet.prototxt"), "--input-shape", "data=1,3,x",
                                  "-o", str(tmp_path / "q.onnx")])
     assert r.exit_code == 2 and "data=1,3,x" in r.output and not (tmp_path / "q.onnx").exists()
-    from preimage.commands.torch7 import _shape
+    from preimage.commands.options import shape_callback as _shape
 
     with pytest.raises(Exception, match="1,3,x"):
         _shape(None, None, "1,3,x")

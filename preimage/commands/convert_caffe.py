@@ -1,7 +1,10 @@
 """``preimage convert caffe``: a thin click layer over :func:`preimage.converters.caffe.convert_caffe`."""
+import json
 import os
 
 import click
+
+from .options import parse_shape
 
 
 @click.command("caffe", context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +21,11 @@ import click
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=N,C,H,W",
               help="Replace an input's declared shape (repeatable), or give one the prototxt cannot "
                    "(Python or HDF5 data layers).")
-def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_shapes):
+@click.option("--until", metavar="LAYER", default=None,
+              help="Convert only what LAYER (a layer or blob name) needs, e.g. a backbone without its head.")
+@click.option("--strict", is_flag=True,
+              help="Fail on the first layer that cannot be converted, instead of leaving it out.")
+def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_shapes, until, strict):
     """Convert a Caffe net (deploy prototxt + caffemodel) to ONNX that computes what Caffe computed.
 
     \b
@@ -27,6 +34,13 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
       preimage convert caffe net.prototxt --weights snap_iter_10000.caffemodel -o net.onnx
       preimage convert caffe net.prototxt --random-weights     # structure only, no caffemodel
       preimage convert caffe fcn.prototxt --input-shape data=1,3,500,500
+      preimage convert caffe ssd.prototxt --until fc7          # the backbone, without the SSD head
+
+    \b
+    A layer that cannot be converted (a detection head, a fork's or an unknown layer type, a field
+    no known Caffe schema has) is left out together with the layers that need it: a warning names
+    each, with its line, and the model's metadata 'preimage.unsupported' lists them. --strict makes
+    that an error. Fork layers that are converted: docs/caffe.md ("Caffe forks").
 
     \b
     Every Caffe layer becomes ONNX nodes whose output is named after the layer (<layer>/<top> for
@@ -34,7 +48,7 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
     V1 (2014-era 'layers') files, declared inputs and data layers are read; loss and accuracy
     layers are dropped. Then try: preimage layers NET.onnx
     """
-    from ..converters.caffe.convert import convert_caffe_full
+    from ..converters.caffe.convert import convert_caffe_full  # deferred: onnx; --help stays fast
 
     if output is None:
         output = os.path.splitext(prototxt)[0] + ".onnx"
@@ -42,19 +56,18 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
     for item in input_shapes:
         name, _, dims = item.partition("=")
         try:
-            shapes[name.strip()] = [int(d) for d in dims.replace("x", ",").split(",")]  # "1,3,x": a typo
-        except ValueError:
+            shapes[name.strip()] = list(parse_shape(dims))  # "1,3,x": a typo, not (1, 3)
+        except click.BadParameter:
             raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape") from None
-        if not name.strip() or not shapes[name.strip()]:
+        if not name.strip():
             raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape")
     conv = convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed,
-                              input_shapes=shapes, keep_weights=False)  # the file is all we need
+                              input_shapes=shapes, keep_weights=False,  # the file is all we need
+                              strict=strict, until=until)
     for note in conv.notices:
         click.echo(f"warning: {note}", err=True)
     m = conv.model
     n_params = conv.n_params
-    import json
-
     meta = {p.key: p.value for p in m.metadata_props}
     layers = json.loads(meta.get("preimage.layers", "[]"))
     ins = ", ".join(f"{i.name} {_dims(i)}" for i in m.graph.input)
@@ -64,6 +77,10 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
     click.echo(f"  layers: {len(layers)}   ONNX nodes: {len(m.graph.node)}   parameters: {n_params:,}")
     click.echo(f"  inputs: {ins}")
     click.echo(f"  outputs: {outs}")
+    left = json.loads(meta.get("preimage.unsupported", "[]"))
+    if left:
+        click.echo(f"  left out: {len(left)} layer(s): {', '.join(e['name'] for e in left[:8])}"
+                   + (" ..." if len(left) > 8 else "") + "  (see the warnings; --strict to fail instead)")
 
 
 def _dims(v):

@@ -4,11 +4,9 @@ import json
 import click
 
 from ..errors import PreimageError
-from .model_path import model_path
+from .options import device_option, model_option, shape_callback, size_option
 
 CTX = {"help_option_names": ["-h", "--help"]}
-DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto", show_default=True,
-                      help="Where torch runs (auto: CUDA when available).")
 
 
 def _numbers(text, kind, what, count=None):
@@ -38,14 +36,12 @@ def decoder():
 
 
 @decoder.command(context_settings=CTX)
-@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False), callback=model_path,
-              help="The encoder: a converted .onnx (or a .prototxt with its .caffemodel beside it).")
+@model_option(help="The encoder: a converted .onnx (or a .prototxt with its .caffemodel beside it).")
 @click.option("--layer", "-l", required=True, help="Layer (or blob) whose features to store, e.g. fc8, conv5, pool5.")
 @click.option("--images", "-i", required=True, type=click.Path(exists=True),
               help="A folder of images (searched recursively) or a text file with one image path per line.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="The feature store folder.")
-@click.option("--size", nargs=2, type=click.IntRange(min=1), default=None, metavar="H W",
-              help="Network input size (default: the model's). Images are resized and centre-cropped to it.")
+@size_option(help="Network input size (default: the model's). Images are resized and centre-cropped to it.")
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="Images per forward pass.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True, help="Images per shard file.")
 @click.option("--split", default="0.8,0.1,0.1", show_default=True, help="train,val,test fractions (e.g. the PoseNet study's 650k/100k/50k is 0.8125,0.125,0.0625).")
@@ -53,7 +49,7 @@ def decoder():
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="Stored feature type (float16 halves the store).")
 @click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True, help="Threads decoding images.")
-@DEVICE
+@device_option()
 def extract(model, layer, images, output, size, batch, shard_size, split, seed, dtype, workers, device):
     """Run a converted model over images and store LAYER's features plus the images.
 
@@ -66,7 +62,7 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
       preimage decoder extract -m alexnet.onnx -l fc8 -i photos/ -o feats/
       preimage decoder extract -m posenet.onnx -l fc5 -i list.txt --size 101 101 --shard-size 4096 -o feats/
     """
-    from ..decoders.extract import extract_features
+    from ..decoders.extract import extract_features  # deferred: torch; --help stays fast
 
     idx = extract_features(model, layer, images, output, size=size, batch=batch, shard_size=shard_size,
                            split=_numbers(split, float, "--split", 3), seed=seed, device=device, feature_dtype=dtype,
@@ -93,13 +89,12 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
 @click.option("--ckpt-every", type=click.IntRange(min=1), default=None, help="[default: 1000]")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--amp", type=click.Choice(["auto", "on", "off"]), default=None, help="Mixed precision (auto: on CUDA).")
-@click.option("--model", "-m", type=click.Path(dir_okay=False), default=None, callback=model_path,
-              help="The encoder (for mirror's geometry and deepsim's feature loss).")
+@model_option(required=False, help="The encoder (for mirror's geometry and deepsim's feature loss).")
 @click.option("--feature-layer", default=None, help="deepsim: encoder layer of the feature loss (e.g. pool5).")
 @click.option("--no-tensorboard", is_flag=True, help="Do not write TensorBoard logs.")
 @click.option("--other-store", is_flag=True,
               help="Continue a run folder that was trained on another feature store (otherwise refused).")
-@DEVICE
+@device_option()
 def train(features, arch, output, batch, iters, lr, lr_steps, lr_gamma, width, log_every, val_every, ckpt_every, seed,
           amp, model, feature_layer, no_tensorboard, other_store, device):
     """Train a decoder on a feature store (Adam, step LR drops, validation, checkpoints).
@@ -114,7 +109,7 @@ def train(features, arch, output, batch, iters, lr, lr_steps, lr_gamma, width, l
       preimage decoder train feats/ --arch mirror --model posenet.onnx --iters 140000 --lr-steps 80000,120000 -o runs/pose
       torchrun --nproc_per_node 4 --no-python preimage decoder train feats/ --arch alexnet_conv5 -o runs/c5
     """
-    from ..decoders.train import train_decoder
+    from ..decoders.train import train_decoder  # deferred: torch; --help stays fast
 
     opts = dict(batch=batch, iters=iters, lr=lr, lr_steps=_numbers(lr_steps, int, "--lr-steps"), lr_gamma=lr_gamma,
                 log_every=log_every, val_every=val_every, ckpt_every=ckpt_every, seed=seed, amp=amp,
@@ -132,8 +127,7 @@ def train(features, arch, output, batch, iters, lr, lr_steps, lr_gamma, width, l
 @click.option("--decoder", "-d", "decoder_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="checkpoint.pt from 'decoder train', or an imported decoder: Caffe .prototxt (+ .caffemodel), "
                    "Torch7 .t7 (or its converted .pt), .onnx.")
-@click.option("--model", "-m", type=click.Path(dir_okay=False), default=None, callback=model_path,
-              help="The encoder (default: the one the decoder was trained on).")
+@model_option(required=False, help="The encoder (default: the one the decoder was trained on).")
 @click.option("--layer", "-l", default=None, help="The encoder layer (default: the decoder's).")
 @click.option("--output", "-o", default="decoded", show_default=True, type=click.Path(file_okay=False))
 @click.option("--experiment", "-e", default=None,
@@ -141,8 +135,9 @@ def train(features, arch, output, batch, iters, lr, lr_steps, lr_gamma, width, l
                    "(random features), binarize, neuron=INDEX.")
 @click.option("--stats", type=click.Path(exists=True, file_okay=False), default=None,
               help="A feature store whose statistics drive gaussian/histogram/neuron (default: the images').")
-@click.option("--feature-shape", default=None, help="Imported decoders: input shape, e.g. 4096 or 256,6,6.")
-@DEVICE
+@click.option("--feature-shape", default=None, callback=shape_callback,
+              help="Imported decoders: input shape, e.g. 4096 or 256,6,6.")
+@device_option()
 def apply(images, decoder_path, model, layer, output, experiment, stats, feature_shape, device):
     """Reconstruct images from their features with a decoder; write PNGs and a grid.
 
@@ -154,6 +149,7 @@ def apply(images, decoder_path, model, layer, output, experiment, stats, feature
       preimage decoder apply -d runs/fc8/checkpoint.pt -e gaussian=16 --stats feats/ -o out/
       preimage decoder apply -d fc8_decoder.prototxt -m alexnet.onnx -l fc8 cat.jpg -o out/
     """
+    # deferred: torch; 'preimage decoder apply --help' stays fast
     from ..decoders.apply import apply_decoder, load_decoder
     from ..decoders.experiments import parse_spec
     from ..device import resolve_device
@@ -161,7 +157,7 @@ def apply(images, decoder_path, model, layer, output, experiment, stats, feature
     if experiment:
         parse_spec(experiment)  # before the decoder is loaded
     dev = resolve_device(device)
-    dec = load_decoder(decoder_path, dev, feature_shape=_numbers(feature_shape, int, "--feature-shape"), layer=layer,
+    dec = load_decoder(decoder_path, dev, feature_shape=feature_shape, layer=layer,
                        model_path=model)
     r = apply_decoder(dec, list(images), output, model=model, layer=layer, experiment=experiment, stats=stats, device=dev)
     n = len(r["files"])

@@ -1,11 +1,13 @@
 """``preimage demo``: thin click layer over :func:`preimage.models.demo.run_demo`."""
 import click
 
+from .options import device_option
+
 
 @click.command()
 @click.option("--out", "-o", "out", default="preimage-demo", show_default=True, type=click.Path(file_okay=False),
               help="Output folder (models, reconstructions, report).")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@device_option()
 @click.option("--iters", type=click.IntRange(min=0), help="Iterations with jitter (default 300; 4 with --quick).")
 @click.option("--fine-iters", type=click.IntRange(min=0), help="Final iterations at 0.1x rate without jitter (default 50).")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Random starts per image.")
@@ -28,7 +30,7 @@ def demo(out, device, iters, fine_iters, seeds, quick, quiet, images):
       preimage demo -o /tmp/demo --device cuda --seeds 2
       preimage demo --quick
     """
-    from ..models.demo import run_demo
+    from ..models.demo import run_demo  # deferred: torch, onnx, the whole package; --help stays fast
 
     run_demo(out, quick=quick, device=device, iters=iters, fine_iters=fine_iters, seeds=seeds,
              images=list(images) or None, progress=not quiet, log=click.echo)

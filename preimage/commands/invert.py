@@ -1,7 +1,10 @@
 """``preimage invert``, ``maximize`` and ``caricature``: thin click layers over :mod:`preimage.invert.api`."""
+import os
+
 import click
 
-from .model_path import model_path
+from ..errors import PreimageError
+from .options import device_option, model_option, size_option
 
 
 class _SetOption(click.Option):
@@ -17,7 +20,7 @@ class _SetOption(click.Option):
 
 def _common(f):
     opts = [
-        click.option("--model", "-m", required=True, callback=model_path, help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
+        model_option(help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
         click.option("--layer", "-l", "layers", multiple=True, required=True, help="Layer (or blob) to use; repeat for several."),
         click.option("--preset", default="mahendran2016", show_default=True, type=click.Choice(["mahendran2016", "posenet2016"]),
                      help="Published method whose constants to use."),
@@ -31,9 +34,13 @@ def _common(f):
         click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]),
                      help="Run the network's forward in this precision (autocast; bfloat16/float16 pay on GPUs). "
                           "Default float32."),
-        click.option("--batch-size", type=click.IntRange(min=1), help="Samples optimised together (default: all in one batch)."),
-        click.option("--size", nargs=2, type=click.IntRange(min=1), metavar="H W", help="Input size when the model does not declare one."),
-        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto."),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Samples optimised together (default: all in one batch); "
+                     "each batch's results are written when it ends."),
+        click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="N",
+                     help="Save the optimisation state every N iterations, so that a killed run resumes from there "
+                          "(a re-run of the same command skips finished samples in any case)."),
+        size_option(help="Input size when the model does not declare one."),
+        device_option(),
         click.option("--out", "-o", "out", type=click.Path(file_okay=False), help="Output folder (default: KIND-MODEL, e.g. invert-alexnet)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
@@ -46,7 +53,6 @@ def _overrides(sets, C, precision=None):
     out = {} if precision is None else {"precision": precision}
     for s in sets:
         if "=" not in s:
-            from ..errors import PreimageError
             raise PreimageError(f"expected KEY=VALUE, got {s!r}", where="--set")
         k, v = s.split("=", 1)
         out[k.strip()] = v.strip()
@@ -57,10 +63,6 @@ def _overrides(sets, C, precision=None):
 
 def _out_dir(out, kind, model):
     """The output folder (default KIND-MODEL), checked before minutes of optimisation rather than after."""
-    import os
-
-    from ..errors import PreimageError
-
     out = out or f"{kind}-{os.path.splitext(os.path.basename(model))[0]}"
     p = os.path.abspath(out)
     while not os.path.exists(p):
@@ -72,9 +74,36 @@ def _out_dir(out, kind, model):
     return out
 
 
-def _finish(run, out, default_out):
-    from ..invert.report import summary
+def _run(kind, out, model, **kw):
+    """The run through the sharded, resumable runner; SIGTERM is handled like Ctrl-C. Returns the run on
+    rank 0 (None on the others) and the signal that stopped it (None: it finished)."""
+    import signal
 
+    from ..invert import sharded  # deferred: torch, onnx; --help stays fast
+
+    stopped = {}
+
+    def on_term(signum, frame):
+        stopped["signal"] = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        run, interrupted = sharded.run_folder(kind, model, out=out, **kw)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if interrupted and "signal" not in stopped:
+        stopped["signal"] = signal.SIGINT
+    return run, stopped.get("signal")
+
+
+def _finish(run, out, default_out, signum=None):
+    from ..invert.report import summary  # deferred (torch); 'preimage invert --help' stays fast
+
+    if run is None:  # a torchrun rank other than 0: rank 0 writes the merged report
+        if signum:
+            raise SystemExit(128 + int(signum))
+        return
     out = out or default_out
     onnx_model = getattr(run.model.features, "onnx_model", None)
     if onnx_model is not None and not any(p.key == "preimage.preprocess" for p in onnx_model.metadata_props):
@@ -99,8 +128,8 @@ def _finish(run, out, default_out):
                        f"(M = {r.get('M', float('nan')):.4g}: {r.get('M_source', '')})")
     click.echo(f"Report: {index}")
     if run.interrupted:
-        click.echo("Interrupted: wrote the results so far.", err=True)
-        raise SystemExit(130)  # the shell's convention for a run stopped by Ctrl-C
+        click.echo("Interrupted: wrote the results so far; run the same command again to continue.", err=True)
+        raise SystemExit(128 + int(signum or 2))  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
 
 
 @click.command()
@@ -108,14 +137,19 @@ def _finish(run, out, default_out):
 @click.option("--mask", "masks", multiple=True,
               help="Reconstruct only part of the feature: window:5 (centred 5x5), box:Y,X,H,W, channels:0-47, "
                    "group:1/2, or a .npy 0/1 array; repeat to combine.")
+@click.option("--images", "image_lists", multiple=True, type=click.Path(exists=True),
+              help="A folder of images or a .txt list of paths (one a line), for runs over many images; repeatable.")
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
-def invert(model, layers, preset, seeds, iters, C, sets, precision, batch_size, size, device, out, quiet, masks,
-           images):
+def invert(model, layers, preset, seeds, iters, C, sets, precision, batch_size, checkpoint_every, size, device, out,
+           quiet, masks, image_lists, images):
     """Reconstruct IMAGES from a layer's features (natural pre-images, Mahendran & Vedaldi 2016).
 
     Without IMAGES, the bundled sample photographs are used. All images x seeds x layers are optimised
-    in one batch. Writes PNGs, grid.png, metrics.json and index.html to -o DIR (default invert-<model>).
-    Ctrl-C stops early and still writes the results so far.
+    in one batch (--batch-size to split). Writes PNGs, grid.png, metrics.json and index.html to -o DIR
+    (default invert-<model>); each batch's results are written as soon as it ends. Ctrl-C or SIGTERM
+    stops early and writes the results so far; running the same command again skips the finished
+    samples and resumes the rest (from the last --checkpoint-every state). Under torchrun each process
+    takes its share of the images (and its own GPU) and rank 0 writes the merged report.
 
     \b
     Examples:
@@ -123,24 +157,26 @@ def invert(model, layers, preset, seeds, iters, C, sets, precision, batch_size, 
       preimage invert -m posenet.onnx -l fc5 --preset posenet2016 --seeds 4 street.png
       preimage invert -m alexnet.onnx -l conv5 --mask window:5 --iters 100 --device cuda
       preimage invert -m alexnet.onnx -l relu5 --set B=100 --set fine_iters=0 -o out/
+      torchrun --nproc_per_node 4 -m preimage invert -m alexnet.onnx -l conv3 --images photos/ \\
+          --batch-size 32 --checkpoint-every 50 -o runs/conv3
     """
-    from ..invert import api
-
     out = _out_dir(out, "invert", model)
-    run = api.invert(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,
-                     masks=list(masks), device=device, overrides=_overrides(sets, C, precision), batch_size=batch_size,
-                     size=size, progress=not quiet)
-    _finish(run, out, f"invert-{run.model.name}")
+    run, signum = _run("invert", out, model, layers=list(layers), images=list(image_lists) + list(images) or None,
+                       preset=preset, seeds=seeds, iters=iters, masks=list(masks), device=device,
+                       overrides=_overrides(sets, C, precision), batch_size=batch_size, size=size,
+                       progress=not quiet, checkpoint_every=checkpoint_every)
+    _finish(run, out, out, signum)
 
 
 @click.command()
 @_common
 @click.option("--unit", "-u", "units", multiple=True, type=int, required=True,
               help="Channel (conv layers: at the centre location) or component to maximise; repeat for several.")
-@click.option("--images", "images", multiple=True, type=click.Path(dir_okay=False),
-              help="Natural images giving the unit's typical maximum M (default: bundled samples).")
-def maximize(model, layers, preset, seeds, iters, C, sets, precision, batch_size, size, device, out, quiet, units,
-             images):
+@click.option("--images", "images", multiple=True, type=click.Path(exists=True),
+              help="Natural images giving the unit's typical maximum M (default: bundled samples); files, folders "
+                   "or .txt lists.")
+def maximize(model, layers, preset, seeds, iters, C, sets, precision, batch_size, checkpoint_every, size, device,
+             out, quiet, units, images):
     """Synthesize images that excite a unit (activation maximization, Mahendran & Vedaldi 2016).
 
     Loss -<Phi(x), e_unit> / (M rho^2), M the unit's largest value on natural images, rho the layer's
@@ -153,20 +189,21 @@ def maximize(model, layers, preset, seeds, iters, C, sets, precision, batch_size
       preimage maximize --model alexnet.onnx --layer fc8 --unit 281 --seeds 3
       preimage maximize -m alexnet.onnx -l conv5 -u 0 -u 1 -u 2 --device cuda
     """
-    from ..invert import api
-
     out = _out_dir(out, "maximize", model)
-    run = api.maximize(model, list(layers), list(units), list(images) or None, preset=preset, seeds=seeds,
-                       iters=iters, device=device, overrides=_overrides(sets, C, precision), batch_size=batch_size,
-                       size=size, progress=not quiet)
-    _finish(run, out, f"maximize-{run.model.name}")
+    run, signum = _run("maximize", out, model, layers=list(layers), units=list(units), images=list(images) or None,
+                       preset=preset, seeds=seeds, iters=iters, device=device,
+                       overrides=_overrides(sets, C, precision), batch_size=batch_size, size=size,
+                       progress=not quiet, checkpoint_every=checkpoint_every)
+    _finish(run, out, out, signum)
 
 
 @click.command()
 @_common
+@click.option("--images", "image_lists", multiple=True, type=click.Path(exists=True),
+              help="A folder of images or a .txt list of paths (one a line); repeatable.")
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
-def caricature(model, layers, preset, seeds, iters, C, sets, precision, batch_size, size, device, out, quiet,
-               images):
+def caricature(model, layers, preset, seeds, iters, C, sets, precision, batch_size, checkpoint_every, size, device,
+               out, quiet, image_lists, images):
     """Exaggerate what a layer sees in IMAGES (caricatures, Mahendran & Vedaldi 2016).
 
     Phi0 = max(0, Phi(x0)); loss -<Phi(x), Phi0> / ||Phi0||; starts from the image itself.
@@ -176,10 +213,9 @@ def caricature(model, layers, preset, seeds, iters, C, sets, precision, batch_si
       preimage caricature --model alexnet.onnx --layer conv4 cat.jpg
       preimage caricature -m vggm.onnx -l relu5 -l fc8 --iters 200 photo.jpg
     """
-    from ..invert import api
-
     out = _out_dir(out, "caricature", model)
-    run = api.caricature(model, list(layers), list(images) or None, preset=preset, seeds=seeds, iters=iters,
-                         device=device, overrides=_overrides(sets, C, precision), batch_size=batch_size, size=size,
-                         progress=not quiet)
-    _finish(run, out, f"caricature-{run.model.name}")
+    run, signum = _run("caricature", out, model, layers=list(layers), images=list(image_lists) + list(images) or None,
+                       preset=preset, seeds=seeds, iters=iters, device=device,
+                       overrides=_overrides(sets, C, precision), batch_size=batch_size, size=size,
+                       progress=not quiet, checkpoint_every=checkpoint_every)
+    _finish(run, out, out, signum)

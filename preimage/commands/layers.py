@@ -1,7 +1,10 @@
 """``preimage layers MODEL``: a thin click layer over :func:`preimage.converters.geometry.layer_table`."""
 import json
+import os
 
 import click
+
+from ..errors import PreimageError
 
 
 def _fmt_shape(s):
@@ -45,10 +48,9 @@ def layers(model, blobs, as_json, torch_view):
       preimage layers alexnet.onnx --json > alexnet_layers.json
       preimage layers alexnet.onnx --torch          # + which names 'preimage invert' can use
     """
-    import os
-
+    # deferred: onnx and the converters (about a second); 'preimage layers --help' stays fast
     from ..converters.geometry import layer_table
-    from ..errors import PreimageError
+    from ..converters.onnx_torch.graph import check_is_model
 
     if not os.path.isfile(model):
         raise PreimageError("no such model file", path=model)
@@ -56,20 +58,18 @@ def layers(model, blobs, as_json, torch_view):
         raise PreimageError("expected a .onnx model or a Caffe .prototxt", path=model)
     loaded = model
     if model.endswith(".onnx"):
-        import onnx
+        import onnx  # deferred with the converters, above
 
         try:
             loaded = onnx.load(model, load_external_data=False)
         except Exception as e:  # a damaged file: say so in one line
             raise PreimageError(f"not a readable ONNX model ({str(e).splitlines()[0][:120]})", path=model) from None
-        from ..converters.onnx_torch.graph import check_is_model
-
         check_is_model(loaded, model)  # protobuf reads many other files as an empty graph
     table = layer_table(loaded)
     inv = _invertible(model) if torch_view else None
     if inv is not None:
         for r in table["layers"]:
-            r["torch"] = inv.get(r["values"][0], "no: not computed from the image")
+            r["torch"] = "no: left out" if r.get("left_out") else inv.get(r["values"][0], "no: not computed from the image")
         for r in table["blobs"]:
             r["torch"] = inv.get(r["value"], "no: not computed from the image")
     if as_json:
@@ -81,9 +81,15 @@ def layers(model, blobs, as_json, torch_view):
     rows = [("layer", "type", "output value", "shape", "RF size / stride") + (("torch",) if inv else ())]
     for r in table["layers"]:
         vals = r["values"]
+        if r.get("left_out"):  # not converted (preimage.unsupported): no value, no shape
+            rows.append((r["name"], r["type"], "LEFT OUT", "-", "") + ((r["torch"],) if inv else ()))
+            continue
         rows.append((r["name"], r["type"], vals[0] + (f" (+{len(vals) - 1})" if len(vals) > 1 else ""),
                      _fmt_shape(r["shape"]), _fmt_rf(r["receptive_field"])) + ((r["torch"],) if inv else ()))
     _print_rows(rows)
+    for r in table["layers"]:
+        if r.get("left_out") and r.get("blocked_by") == r["name"]:
+            click.echo(f"left out: {r['name']} ({r['type']}): {r['left_out']}")
     if blobs and table["blobs"]:
         click.echo("")
         rows = [("blob", "final value", "shape", "RF size / stride") + (("torch",) if inv else ())]
@@ -95,14 +101,14 @@ def layers(model, blobs, as_json, torch_view):
 
 def _invertible(model):
     """{value: "yes" | "no: reason"} from the torch converters' point of view (structure only)."""
+    # deferred: onnx and the converters, only for --torch
+    import onnx
+
+    from ..converters.caffe.convert import convert_caffe_full
     from ..converters.onnx_torch.invertible import torch_view
 
     if model.endswith(".prototxt"):
-        from ..converters.caffe.convert import convert_caffe_full
-
         return torch_view(convert_caffe_full(model, weightless=True).model)
-    import onnx
-
     return torch_view(onnx.load(model, load_external_data=False))
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 import click
 
 from ..errors import PreimageError
+from .options import shape_callback
 
 _LONG = click.Choice(["auto", "8", "4"])
 
@@ -20,23 +21,11 @@ def _not_caffe(ctx, param, value):
     return value
 
 
-def _shape(ctx, param, value):
-    if value is None:
-        return None
-    try:  # every part must be a number: "1,3,x" is a typo, not the shape (1, 3)
-        shape = tuple(int(s) for s in value.replace("x", ",").split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers like 1,3,224,224, got {value!r}") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise click.BadParameter(f"expected positive sizes like 1,3,224,224, got {value!r}")
-    return shape
-
-
 @click.command("torch7")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path), callback=_not_caffe)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="MODEL.onnx (needs --input-shape) or MODEL.pt (PyTorch checkpoint). Default: MODEL.onnx beside MODEL.t7.")
-@click.option("--input-shape", callback=_shape, metavar="N,C,H,W",
+@click.option("--input-shape", callback=shape_callback, metavar="N,C,H,W",
               help="Input shape for ONNX export (a .t7 file does not record it), e.g. 1,3,224,224.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
               help="Weight type. Torch7 models were often double; float64 reproduces them bit for bit.")
@@ -62,7 +51,7 @@ def convert_torch7(model, output, input_shape, dtype, key, long_size, opset, sta
       net = load_checkpoint("net.pt")          # eval mode, same forward as in Lua
     Or skip the file: preimage.converters.torch7.load_t7_model("net.t7").
     """
-    from ..converters.torch7.convert import convert_torch7 as convert, t7_to_node
+    from ..converters.torch7.convert import convert_torch7 as convert, t7_to_node  # deferred: torch, onnx
 
     output = output or model.with_suffix(".onnx")
     if output.suffix not in (".onnx", ".pt", ".pth"):
@@ -81,6 +70,7 @@ def convert_torch7(model, output, input_shape, dtype, key, long_size, opset, sta
 
 
 def _check_onnx(module, path, shape):
+    # deferred: onnxruntime and torch, only for --check
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -118,6 +108,7 @@ def inspect(model, depth, max_items, buffers, long_size):
     Nothing in the file is executed (serialised Lua functions are shown, never run). Tensors that share
     a storage (models flattened with getParameters) show the same storage number.
     """
+    # deferred: the reader loads torch; 'preimage inspect --help' stays fast
     from ..converters.torch7.reader import read_t7
     from ..converters.torch7.tree import outline
 

@@ -1,12 +1,12 @@
 """``preimage validate``: thin click layer over :func:`preimage.converters.validate.validate`."""
 import click
 
-from .model_path import model_path
+from ..errors import PreimageError
+from .options import device_option, model_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "-m", required=True, type=click.Path(dir_okay=False), callback=model_path,
-              help="Converted .onnx (or a .prototxt with its .caffemodel beside it, converted on the fly).")
+@model_option(help="Converted .onnx (or a .prototxt with its .caffemodel beside it, converted on the fly).")
 @click.option("--reference", "-r", required=True, type=click.Path(),
               help="Reference activations: .npz, .npy, or a folder of .npy files (pycaffe dump).")
 @click.option("--input", "-i", "input_", type=click.Path(dir_okay=False), default=None,
@@ -27,8 +27,7 @@ from .model_path import model_path
               help="For --grads: take max-pooling argmax and ReLU on/off from the reference activations "
                    "(float32 rounding flips near-ties between Caffe and torch, which moves a window's gradient "
                    "to another pixel), or from the model's own forward pass.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
-              help="Where torch runs (auto: CUDA when available).")
+@device_option(default="cpu")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the report (every row, the summary) as JSON to this file.")
 def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, grad_decisions, device, json_out):
@@ -45,8 +44,7 @@ def validate(model, reference, input_, grads, keys, backend, rtol, grad_rtol, gr
       preimage validate -m alexnet.onnx -r blobs.npz --grads grads.npz --json report.json
       preimage validate -m net.prototxt -r dump/ --input cat.jpg      # folder of .npy, image input
     """
-    from ..converters.validate import validate as run, write_json
-    from ..errors import PreimageError
+    from ..converters.validate import validate as run, write_json  # deferred: torch, onnx; --help stays fast
 
     try:
         report = run(model, reference, input=input_, grads=grads, keys=keys, backend=backend, rtol=rtol,

@@ -19,6 +19,11 @@ input"), also for everything computed from it.
 import json
 import os
 
+import onnx
+from onnx import helper, numpy_helper
+
+from .caffe.convert import convert_caffe_full
+
 SPATIAL_WINDOW_OPS = {"Conv", "MaxPool", "AveragePool", "LpPool"}
 GLOBAL_OPS = {"Flatten", "Reshape", "Gemm", "MatMul", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
 REDUCE_OPS = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -46,8 +51,6 @@ class _Field:
 
 
 def _attrs(node):
-    from onnx import helper
-
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
@@ -95,8 +98,6 @@ def _transposed(f, a):
 
 def _shapes(model):
     """Static shapes of all values (our value_info, then ONNX shape inference for the rest)."""
-    import onnx
-
     shapes = {}
 
     def take(vi):
@@ -126,13 +127,9 @@ def _shapes(model):
 
 
 def _load(model):
-    import onnx
-
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if path.endswith(".prototxt"):
-            from .caffe.convert import convert_caffe_full
-
             return convert_caffe_full(path, weightless=True).model
         return onnx.load(path, load_external_data=False)
     return model
@@ -189,8 +186,6 @@ def receptive_fields(onnx_model, shapes=None):
 
 
 def _const_ints(model, name):
-    from onnx import numpy_helper
-
     for t in model.graph.initializer:
         if t.name == name:
             return [int(v) for v in numpy_helper.to_array(t).ravel()]
@@ -244,11 +239,16 @@ def layer_table(model):
         for l in json.loads(meta["preimage.layers"]):
             vals = l.get("values") or [l.get("value")]
             rows.append({"name": l["name"], "type": l["type"], "values": vals, "shape": shapes.get(vals[0]),
-                         "receptive_field": rf.get(vals[0])})
+                         "receptive_field": rf.get(vals[0]), "index": l.get("index")})
     else:
         for n in model.graph.node:
             rows.append({"name": n.name or n.output[0], "type": n.op_type, "values": list(n.output),
                          "shape": shapes.get(n.output[0]), "receptive_field": rf.get(n.output[0])})
+    for e in json.loads(meta.get("preimage.unsupported", "[]") or "[]"):  # left out of the conversion
+        row = {"name": e["name"], "type": e["type"], "values": [], "shape": None, "receptive_field": None,
+               "left_out": e["reason"], "blocked_by": e.get("blocked_by"), "index": e.get("index")}
+        at = next((i for i, r in enumerate(rows) if (r.get("index") or 0) > (e.get("index") or 0)), len(rows))
+        rows.insert(at, row)
     blobs = []
     for blob, value in json.loads(meta.get("preimage.blobs", "{}") or "{}").items():
         blobs.append({"blob": blob, "value": value, "shape": shapes.get(value), "receptive_field": rf.get(value)})

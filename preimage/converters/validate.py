@@ -13,14 +13,24 @@ Gradients (``grads``, the corpus' ``grads.npz`` format): ``R/<blob>`` is a fixed
 ``dx/<blob>`` (``dx/<input>/<blob>`` for several inputs) the gradient of ``sum(blob * R)`` with
 respect to the input; checked through the torch backend with ``grad_rtol``.
 """
+import copy
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 import numpy as np
+import onnx
+import torch
+from onnx import helper
 
+from ..device import resolve_device
 from ..errors import FormatError, PreimageError
+from ..fileio import write_text_atomic
+from ..preprocess import IMAGE_SUFFIXES, Preprocess
+from .onnx_torch import graph as G
+from .onnx_torch.graph import graph_inputs
+from .onnx_torch.load import load_features, open_onnx
 
 
 @dataclass
@@ -141,8 +151,6 @@ def load_input(input, model, reference_path=None, reference=None):
     Without ``input``: the reference's own entries for the input blobs (pycaffe's ``net.blobs`` holds
     them), else ``inputs.npz`` / ``input.npy`` in the reference's folder.
     """
-    from .onnx_torch.graph import graph_inputs
-
     names = graph_inputs(model)
     if input is None:
         if reference is not None and all(n in reference for n in names):
@@ -155,8 +163,6 @@ def load_input(input, model, reference_path=None, reference=None):
         raise PreimageError(f"no input given and none found in the reference or beside it (expected the input "
                             f"blob(s) {names} in the reference, or inputs.npz / input.npy); pass --input")
     path = os.fspath(input)
-    from ..models.preprocess import IMAGE_SUFFIXES, Preprocess
-
     if path.lower().endswith(IMAGE_SUFFIXES):
         if len(names) != 1:
             raise PreimageError(f"an image can feed a single-input model only; this one has inputs {names}", path=path)
@@ -190,9 +196,7 @@ def _compare(name, backend, kind, got, ref, rtol, note=""):
 
 
 def _run_onnxruntime(model, inputs, values):
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper
+    import onnxruntime as ort  # deferred: only for --backend onnxruntime or both
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -249,18 +253,12 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
     decisions from the reference activations while gradients are checked (float32 rounding flips
     near-ties between Caffe and torch; see ``onnx_torch/decisions.py``); ``"model"`` uses the model's own.
     """
-    import torch
-
-    from .onnx_torch import graph as G
-    from ..device import resolve_device
-    from .onnx_torch.load import _open, load_features
-
     if keys not in ("blobs", "layers"):
         raise PreimageError(f"keys must be 'blobs' or 'layers', not {keys!r}")
     if backend not in ("torch", "onnxruntime", "both"):
         raise PreimageError(f"backend must be torch, onnxruntime or both, not {backend!r}")
     check_reference_paths(reference, grads)
-    onnx_model, base_dir, where = _open(model)
+    onnx_model, base_dir, where = open_onnx(model)
     ref = load_arrays(reference)
     inputs = load_input(input, onnx_model, reference, ref)
     report = Report(str(where), os.fspath(reference), rtol, grad_rtol)
@@ -288,7 +286,7 @@ def validate(model, reference, input=None, grads=None, keys="blobs", backend="to
         xs = {n: torch.from_numpy(inputs[n]).to(dev) for n in net.input_names}
         for n, x in xs.items():
             try:
-                net._check_input(n, x)
+                net.check_input(n, x)
             except PreimageError as e:
                 raise PreimageError(f"{e}; the input came from {input or 'the reference'}") from None
         if "torch" in backends:
@@ -317,8 +315,7 @@ NOISE_FACTOR = 4.0
 
 def _input_grads(net, inputs, given, blobs, R, dtype, device):
     """{(blob, input): gradient of sum(blob * R[blob]) w.r.t. each input} at ``dtype``."""
-    import torch
-
+    # deferred: decisions.py loads onnx2torch (seconds), needed only when gradients are checked
     from .onnx_torch.decisions import recorded_decisions, reference_decisions
 
     names = list(net.input_names)
@@ -343,10 +340,6 @@ def _check_grads(report, net, inputs, grad_ref, grad_found, device, rtol, given)
     ill-conditioned: when float32 itself cannot resolve it (the model's float32 and float64 gradients
     differ by ``noise``), the tolerance is NOISE_FACTOR x noise (e.g. the input gradient of a saturated
     softmax, which both Caffe and torch compute from a catastrophic cancellation)."""
-    import copy
-
-    import torch
-
     all_inputs = list(net.all_input_names)
     R = {b: torch.from_numpy(np.asarray(grad_ref[f"R/{b}"], np.float32)).to(device) for b in grad_found}
     g32, shapes, report.conditioned, seen = _input_grads(net, inputs, given, list(grad_found), R, torch.float32,
@@ -384,6 +377,4 @@ def _check_grads(report, net, inputs, grad_ref, grad_found, device, rtol, given)
 
 
 def write_json(report, path):
-    from ..fileio import write_text_atomic
-
     write_text_atomic(path, json.dumps(report.to_json(), indent=1) + "\n")

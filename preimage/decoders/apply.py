@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from ..device import resolve_device
 from ..errors import PreimageError
-from ..models.preprocess import Preprocess, load_image, resize_center_crop, save_image
+from ..preprocess import Preprocess, load_image, resize_center_crop, save_image
 from .architectures import build_decoder
 from .experiments import FeatureStats, run_experiment
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError, PreimageError
-from ..models.preprocess import Preprocess
+from ..preprocess import Preprocess
 
 FORMAT = "preimage-features/1"
 SPLITS = ("train", "val", "test")
@@ -125,7 +125,7 @@ class TargetTransform(torch.nn.Module):
         self.bgr = preprocess.channel_order.upper() == "BGR"
         self.raw = float(preprocess.raw_scale) / 255.0
         self.scale = float(preprocess.scale)
-        mean = torch.from_numpy(np.ascontiguousarray(preprocess._mean_array(tuple(image_shape[1:]))))
+        mean = torch.from_numpy(np.ascontiguousarray(preprocess.mean_array(tuple(image_shape[1:]))))
         self.register_buffer("mean", mean.float().reshape(1, *mean.shape), persistent=False)
 
     def forward(self, img):

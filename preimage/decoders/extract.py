@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ..device import resolve_device
 from ..errors import PreimageError
 from ..fileio import atomic_path, write_text_atomic
-from ..models.preprocess import IMAGE_SUFFIXES, Preprocess, load_image, resize_center_crop
+from ..preprocess import IMAGE_SUFFIXES, Preprocess, load_image, resize_center_crop
 from .dataset import FORMAT, SPLITS, TargetTransform, shard_name
 
 

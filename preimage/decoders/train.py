@@ -165,7 +165,7 @@ def _grid(target_tf, recon, target, path, writer, it):
 
     imgs = torch.cat([target_tf.inverse(target.float()), target_tf.inverse(recon.float())]).clamp(0, 255) / 255.0
     grid = torchvision.utils.make_grid(imgs, nrow=target.shape[0], padding=2)
-    from ..models.preprocess import save_image
+    from ..preprocess import save_image
 
     save_image(path, (grid.permute(1, 2, 0) * 255).cpu().numpy())
     if writer is not None:

@@ -20,6 +20,7 @@ from ..errors import PreimageError
 from ..models import samples as bundled
 from . import engine, masks as mask_mod, presets
 from .model import check_layers, open_model
+from .report import write_report
 from .transforms import jitter_amount
 
 
@@ -40,17 +41,16 @@ class Run:
     device: str = "cpu"
 
     def write(self, out_dir, title=None):
-        from .report import write_report
         return write_report(self, out_dir, title=title)
 
 
-def _seeds(seeds):
+def seed_list(seeds):
     if isinstance(seeds, int):
         return list(range(seeds))
     return [int(s) for s in seeds]
 
 
-def _config(preset, overrides, **direct):
+def settings(preset, overrides, **direct):
     cfg = preset if isinstance(preset, presets.Config) else presets.get(preset)
     for k, v in (overrides or {}).items():
         cfg = presets.coerce(cfg, k, v) if isinstance(v, str) else cfg.replace(**{k: v})
@@ -58,7 +58,7 @@ def _config(preset, overrides, **direct):
     return cfg.replace(**direct) if direct else cfg
 
 
-def _image_names(paths):
+def image_names(paths):
     names, seen = [], {}
     for p in paths:
         stem = os.path.splitext(os.path.basename(os.fspath(p)))[0]
@@ -67,7 +67,7 @@ def _image_names(paths):
     return names
 
 
-def _prepare(model, layers, images, device, preprocess, size):
+def prepare(model, layers, images, device, preprocess, size):
     if isinstance(layers, str):
         layers = [layers]
     if not layers:
@@ -85,7 +85,7 @@ def _prepare(model, layers, images, device, preprocess, size):
     return m, list(layers), device, paths, x0
 
 
-def _features(m, x, batch=16):
+def features_of(m, x, batch=16):
     out = {}
     with torch.no_grad():
         for i in range(0, x.shape[0], batch):
@@ -106,7 +106,7 @@ PRECISIONS = {"float32": None, "fp32": None, "bfloat16": torch.bfloat16, "bf16":
               "float16": torch.float16, "fp16": torch.float16}
 
 
-def _precision(cfg):
+def precision_of(cfg):
     if cfg.precision not in PRECISIONS:
         raise PreimageError(f"precision={cfg.precision!r}: expected one of float32, bfloat16, float16",
                             where="--precision")
@@ -125,7 +125,7 @@ def _chunks(samples, batch_size):
     return out
 
 
-def _run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress):
+def run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress):
     run = Run(kind=kind, model=m, config=cfg, images=names, originals=None if x0 is None else x0.cpu(),
               layers=layers, seeds=seeds, device=str(device))
     t0 = time.perf_counter()
@@ -134,7 +134,7 @@ def _run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_
         desc = f"{kind} {k + 1}/{len(chunks)}" if len(chunks) > 1 else kind
         recipe = presets.recipe(chunk[0].cfg, chunk)
         res, interrupted = engine.optimize(m.features, recipe, m.input_size, device=device, dtype=m.dtype,
-                                           progress=progress, desc=desc, precision=_precision(chunk[0].cfg))
+                                           progress=progress, desc=desc, precision=precision_of(chunk[0].cfg))
         for s, r in zip(chunk, res):
             r.update(s.info)
             r.update(layer=s.layer, seed=s.seed, C=s.C, T=s.T if s.cfg.jitter else 1)
@@ -173,19 +173,8 @@ def _trial_configs(cfg, trials):
     return out
 
 
-def _from_images(kind, model, layers, images, preset, seeds, iters, masks, device, overrides, batch_size, preprocess,
-                 size, progress, caricature=False, trials=None):
-    """invert and caricature: one sample per layer x image x seed, the target from the image's features."""
-    m, layers, device, paths, x0 = _prepare(model, layers, images, device, preprocess, size)
-    if x0 is None:
-        raise PreimageError(f"no images to {kind} (and no bundled samples found)")
-    cfg = _config(preset, overrides, iters=iters)
-    if caricature:
-        cfg = cfg.replace(objective="inner", init="image")
-    feats = _features(m, x0)
-    check_layers(feats, layers)
-    seeds = _seeds(seeds)
-    names = _image_names(paths)
+def image_samples(m, cfg, layers, names, x0, feats, seeds, masks=None, caricature=False, trials=None):
+    """One Sample per trial x layer x image x seed (the targets from the images' features ``feats``)."""
     samples = []
     for trial, tcfg in _trial_configs(cfg, trials):
         info = _common(m, layers, tcfg, feats)
@@ -199,9 +188,30 @@ def _from_images(kind, model, layers, images, preset, seeds, iters, masks, devic
                     samples.append(engine.Sample(layer, phi0.clamp_min(0) if caricature else phi0, seed=s, mask=mask,
                                                  C=C, T=T, init=x0[i].cpu() if caricature else None, reference=phi0,
                                                  info=extra, cfg=tcfg))
-    run = _run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress)
-    if caricature:
-        _caricature_gain(m, run, feats, names)
+    return samples
+
+
+def image_settings(kind, preset, overrides, iters):
+    """The Config of an invert (or caricature) run."""
+    cfg = settings(preset, overrides, iters=iters)
+    return cfg.replace(objective="inner", init="image") if kind == "caricature" else cfg
+
+
+def _from_images(kind, model, layers, images, preset, seeds, iters, masks, device, overrides, batch_size, preprocess,
+                 size, progress, trials=None):
+    """invert and caricature: one sample per layer x image x seed, the target from the image's features."""
+    m, layers, device, paths, x0 = prepare(model, layers, images, device, preprocess, size)
+    if x0 is None:
+        raise PreimageError(f"no images to {kind} (and no bundled samples found)")
+    cfg = image_settings(kind, preset, overrides, iters)
+    feats = features_of(m, x0)
+    check_layers(feats, layers)
+    seeds = seed_list(seeds)
+    names = image_names(paths)
+    samples = image_samples(m, cfg, layers, names, x0, feats, seeds, masks, kind == "caricature", trials)
+    run = run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress)
+    if kind == "caricature":
+        caricature_gain(m, run, feats, names)
     return run
 
 
@@ -223,13 +233,13 @@ def caricature(model, layers, images=None, *, preset="mahendran2016", seeds=1, i
     Each result's ``gain`` is <Phi(x*), Phi0> / <Phi(x0), Phi0>: how much more of the chosen components
     (those Phi0 selects) the caricature holds than the original (1 = no change)."""
     return _from_images("caricature", model, layers, images, preset, seeds, iters, masks, device, overrides,
-                        batch_size, preprocess, size, progress, caricature=True, trials=trials)
+                        batch_size, preprocess, size, progress, trials=trials)
 
 
-def _caricature_gain(m, run, feats, names):
+def caricature_gain(m, run, feats, names):
     """<Phi(x*), Phi0 M> / <Phi(x0), Phi0 M> per result (the normalised error means nothing here)."""
     xs = torch.stack([r["x"] for r in run.results]).to(next(iter(feats.values())).device, m.dtype)
-    out = _features(m, xs)
+    out = features_of(m, xs)
     row = {n: i for i, n in enumerate(names)}
     for k, r in enumerate(run.results):
         phi0 = feats[r["layer"]][row[r["image"]]]
@@ -248,15 +258,22 @@ def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds
 
     When the unit never fires on the images, M falls back to the layer's largest value on them (the scale
     of its peers; 1 if the whole layer is silent); each result's ``M_source`` says which M was used."""
-    m, layers, device, paths, x0 = _prepare(model, layers, images, device, preprocess, size)
-    cfg = _config(preset, overrides, iters=iters).replace(objective="inner")
-    cfg = cfg.replace(C=cfg.C if cfg.C is not None else 1.0)
+    m, layers, device, paths, x0 = prepare(model, layers, images, device, preprocess, size)
+    cfg = maximize_settings(preset, overrides, iters)
     if isinstance(units, int):
         units = [units]
-    seeds = _seeds(seeds)
-    feats = _features(m, x0) if x0 is not None else _features(m, torch.zeros(1, 3, *m.input_size, device=device, dtype=m.dtype))
+    seeds = seed_list(seeds)
+    feats = features_of(m, x0) if x0 is not None else features_of(m, torch.zeros(1, 3, *m.input_size, device=device, dtype=m.dtype))
     check_layers(feats, layers)
-    n_images = 0 if x0 is None else x0.shape[0]
+    samples = unit_samples(m, cfg, layers, units, feats, seeds, 0 if x0 is None else x0.shape[0], trials)
+    names = [f"unit{u}" for u in units]
+    run = run_batches(m, "maximize", cfg, samples, names, None, layers, seeds, device, batch_size, progress)
+    unit_activations(samples, run.results)
+    return run
+
+
+def unit_samples(m, cfg, layers, units, feats, seeds, n_images, trials=None):
+    """One Sample per trial x layer x unit x seed; ``feats``: the layer features on the natural images."""
     samples = []
     for trial, tcfg in _trial_configs(cfg, trials):
         info = _common(m, layers, tcfg, feats)
@@ -271,13 +288,19 @@ def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds
                 for s in seeds:
                     samples.append(engine.Sample(layer, target.to(m.dtype), seed=s, C=tcfg.C, T=T, z=z, info=extra,
                                                  cfg=tcfg))
-    names = [f"unit{u}" for u in units]
-    run = _run_batches(m, "maximize", cfg, samples, names, None, layers, seeds, device, batch_size, progress)
-    for s, r in zip(samples, run.results):
-        # the unit's value at the last step (no jitter then): loss = -<Phi, e> / Z; the error is meaningless
+    return samples
+
+
+def maximize_settings(preset, overrides, iters):
+    cfg = settings(preset, overrides, iters=iters).replace(objective="inner")
+    return cfg.replace(C=cfg.C if cfg.C is not None else 1.0)
+
+
+def unit_activations(samples, results):
+    """The unit's value at the last step (no jitter then): loss = -<Phi, e> / Z; the error is meaningless."""
+    for s, r in zip(samples, results):
         r["activation"] = -r["loss"][-1] * s.z if r["loss"] else None
         r["normalized_error"] = None
-    return run
 
 
 def _unit_target(phi, shape, u, layer, n_images):

@@ -9,6 +9,7 @@ forward/backward pass. Nothing in the step loop waits on the device: the progres
 every few steps only.
 """
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from tqdm.auto import tqdm
 
+from ..fileio import atomic_path
 from .energy import State, Term, evaluate
 from .optimizers import HOOKS, OPTIMIZERS
 from .parameterization import init_noise  # noqa: F401  (kept importable from here)
@@ -107,6 +109,8 @@ class _Loop:
         self.total = sum(s.iters for s in self.sched.stages)
         self.curves = {k: torch.zeros(self.n, self.total, device=device, dtype=dtype) for k in ("energy", "data")}
         self.step = 0
+        self.resumed_from = None
+        self.in_step, self.pre_step = False, None
         self.autocast = (torch.autocast(device.type, dtype=precision) if precision not in (None, torch.float32)
                          else contextlib.nullcontext())
 
@@ -145,7 +149,31 @@ class _Loop:
             feats = {k: v.index_select(0, self.inverse) for k, v in feats.items()}
         return State(images=canvases, features=feats, n=self.n, index=self.groups, inverse=self.inverse)
 
+    def state_dict(self):
+        """Everything the next steps depend on (CPU copies), for a checkpoint."""
+        return {"step": self.step, "canvases": [c.detach().cpu() for c in self.canvases],
+                "optimizers": [o.state_dict() for o in self.opts],
+                "transforms": self.pre_step if self.pre_step is not None and self.in_step else
+                              [t.state() for t in self.recipe.transforms],
+                "curves": {k: v[:, :self.step].cpu() for k, v in self.curves.items()}}
+
+    def load_state(self, st):
+        """Continue from a :meth:`state_dict` taken in the current stage."""
+        self.step = int(st["step"])
+        self.canvases = [c.to(self.device, self.dtype) for c in st["canvases"]]
+        for o, s in zip(self.opts, st["optimizers"]):
+            if isinstance(s, dict) and "state" not in s:  # the written-out optimizers: plain tensors
+                s = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+            o.load_state_dict(s)  # torch.optim moves its own state to the parameter's device
+        for t, s in zip(self.recipe.transforms, st["transforms"]):
+            t.load_state(s)
+        for k, v in st["curves"].items():
+            self.curves[k][:, :v.shape[1]] = v.to(self.device, self.dtype)
+
     def one_step(self, stage):
+        # the transforms' RNG states before this step's draws: an interruption inside the step saves these
+        self.pre_step = [t.state() for t in self.recipe.transforms] if self.transforming else None
+        self.in_step = True
         for c in self.canvases:
             c.requires_grad_(True)
         parts = evaluate(self.recipe.energy, self.state(self.views(), self.canvases))
@@ -159,10 +187,37 @@ class _Loop:
                 for h in self.sched.hooks:
                     HOOKS.get_or_fail(h)(c, g, hp)
         self.step += 1
+        self.in_step = False
+
+
+class Checkpoint:
+    """Save the loop's state to ``path`` every ``every`` steps (and when interrupted), atomically; a later
+    run of the same recipe on the same samples resumes from it (the caller keys ``path`` by the samples)."""
+
+    def __init__(self, path, every=None):
+        self.path, self.every = path, every
+
+    def load(self):
+        if not self.path or not os.path.isfile(self.path):
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception:  # a damaged checkpoint (killed while an old torch wrote it): start again
+            return None
+
+    def save(self, state):
+        if self.path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            with atomic_path(self.path) as tmp:
+                torch.save(state, tmp)
+
+    def remove(self):
+        if self.path and os.path.isfile(self.path):
+            os.remove(self.path)
 
 
 def optimize(features, recipe, size, device="cpu", dtype=torch.float32, progress=True, desc="invert",
-             precision=None):
+             precision=None, checkpoint=None):
     """Run ``recipe`` on its samples in one batch. Returns (list of result dicts in sample order, interrupted).
 
     ``features``: callable x -> {layer: tensor}; ``size``: (H, W) of the network input; ``precision``:
@@ -172,23 +227,34 @@ def optimize(features, recipe, size, device="cpu", dtype=torch.float32, progress
     """
     device = torch.device(device)
     loop = _Loop(features, recipe, size, device, dtype, precision)
+    saved = checkpoint.load() if checkpoint is not None else None
     every = max(1, loop.total // 50)
     bar = tqdm(total=loop.total, desc=desc, unit="step", disable=not progress, leave=False)
     interrupted = False
     t0 = time.perf_counter()
+    start = 0
     try:
         for stage in recipe.schedule.stages:
             if stage.iters <= 0:
                 continue
             loop.start_stage(stage)
-            for _ in range(stage.iters):
+            end = start + stage.iters
+            if saved is not None and start <= saved["step"] <= end:  # saved in this stage (or at its last step)
+                loop.load_state(saved)
+                loop.resumed_from, saved = loop.step, None
+            while loop.step < end:
                 loop.one_step(stage)
+                if checkpoint is not None and checkpoint.every and loop.step % checkpoint.every == 0:
+                    checkpoint.save(loop.state_dict())
                 if progress and (loop.step % every == 0 or loop.step == loop.total):  # .item() syncs
                     bar.set_postfix(energy=f"{loop.curves['energy'][:, loop.step - 1].mean().item():.4g}",
                                     refresh=False)
                     bar.update(loop.step - bar.n)
+            start = end
     except KeyboardInterrupt:
         interrupted = True
+        if checkpoint is not None:
+            checkpoint.save(loop.state_dict())
     finally:
         bar.close()
     return _results(loop, recipe, t0), interrupted
@@ -210,6 +276,7 @@ def _results(loop, recipe, t0):
     for i in range(loop.n):
         p = loop.position[i]
         r = {"x": x[p], "iterations": loop.step, "seconds": seconds, "batch_size": loop.n,
+             "resumed_from": loop.resumed_from,
              "energy": cE[i].tolist(), "loss": cL[i].tolist()}  # curves and metrics are in sample order
         for k, v in metrics.items():
             r[k] = None if v[i] != v[i] else v[i]

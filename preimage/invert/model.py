@@ -11,8 +11,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ..converters.onnx_torch.load import load_features
 from ..errors import PreimageError
-from ..models.preprocess import Preprocess
+from ..preprocess import Preprocess
 
 
 @dataclass
@@ -63,13 +64,10 @@ def open_model(model, layers, device="cpu", preprocess=None):
         path = os.fspath(model)
         if not os.path.exists(path):
             raise PreimageError("model file not found", path=path)
-        from ..converters.onnx_torch.load import load_features
-
         fx = load_features(path, outputs=list(layers), device=str(device))
         name = os.path.splitext(os.path.basename(path))[0]
     elif hasattr(model, "onnx_model") or hasattr(model, "ParseFromString"):
         if hasattr(model, "ParseFromString"):
-            from ..converters.onnx_torch.load import load_features
             fx = load_features(model, outputs=list(layers), device=str(device))
         else:
             fx = model

@@ -4,10 +4,12 @@ import json
 import os
 import re
 
+import cv2
 import numpy as np
+import torch
 
 from ..fileio import write_text_atomic
-from ..models.preprocess import save_image
+from ..preprocess import save_image
 
 PAD = 4
 
@@ -22,8 +24,6 @@ def result_png(r):
 
 
 def _label(tile_w, text):
-    import cv2
-
     strip = np.full((18, tile_w, 3), 255, np.uint8)
     scale = 0.4
     while scale > 0.2 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > tile_w - 4:
@@ -80,7 +80,7 @@ def summary(run):
 
 def metrics(run):
     keys = ["image", "layer", "seed", "normalized_error", "relative_loss", "iterations", "seconds", "batch_size",
-            "C", "T", "unit", "M", "M_source", "activation", "gain", "trial"]
+            "C", "T", "unit", "M", "M_source", "activation", "gain", "trial", "resumed_from"]
     results = []
     for r in run.results:
         d = {k: r[k] for k in keys if k in r}
@@ -100,8 +100,6 @@ def write_report(run, out_dir, title=None):
     pp = run.model.preprocess
     recon = {}
     if run.results:
-        import torch
-
         xs = torch.stack([r["x"] for r in run.results])
         for r, img in zip(run.results, pp.to_uint8(xs)):
             recon[(r["image"], r["layer"], r["seed"])] = img

@@ -1,1 +1,1 @@
-"""Known architectures, preprocessing, and bundled sample images."""
+"""Known architectures (prototxt text), the bundled sample images, and the demo."""

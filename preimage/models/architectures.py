@@ -8,8 +8,9 @@ classifier keeps ``num_classes``): narrow variants make fast tests and demos wit
     >>> from preimage.models import architectures
     >>> text = architectures.alexnet(width=0.25)
     >>> architectures.ARCHITECTURES
-    ('alexnet', 'caffenet', 'vggm', 'posenet')
+    ('alexnet', 'caffenet', 'vggm', 'posenet', 'googlenet')
 """
+from ..errors import PreimageError
 
 
 def _n(channels, width, multiple=1):
@@ -144,14 +145,79 @@ def posenet(width=1.0, fc_width=None, input_size=101, batch=1):
     return _net("PoseNet", layers, f"PoseNet tower, conv width x{width:g}, fc width x{fc_width:g}")
 
 
-BUILDERS = {"alexnet": alexnet, "caffenet": caffenet, "vggm": vggm, "posenet": posenet}
+# ---- GoogLeNet (BVLC's bvlc_googlenet deploy net) ------------------------------------------------------
+def _conv_relu(name, bottom, num_output, kernel, relu_name, stride=1, pad=0):
+    return [conv(name, bottom, num_output, kernel, stride, pad), relu(relu_name, name)]
+
+
+def _pool(name, bottom, kernel, stride, pad=0, method="MAX"):
+    extra = f" pad: {pad}" if pad else ""
+    return (f'layer {{ name: "{name}" type: "Pooling" bottom: "{bottom}" top: "{name}"\n'
+            f'  pooling_param {{ pool: {method} kernel_size: {kernel} stride: {stride}{extra} }} }}')
+
+
+def _inception(name, bottom, widths, width):
+    """One inception module: 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max-pool -> 1x1, concatenated."""
+    c1, r3, c3, r5, c5, pp = (_n(c, width) for c in widths)
+    p = f"inception_{name}"
+    layers = _conv_relu(f"{p}/1x1", bottom, c1, 1, f"{p}/relu_1x1")
+    layers += _conv_relu(f"{p}/3x3_reduce", bottom, r3, 1, f"{p}/relu_3x3_reduce")
+    layers += _conv_relu(f"{p}/3x3", f"{p}/3x3_reduce", c3, 3, f"{p}/relu_3x3", pad=1)
+    layers += _conv_relu(f"{p}/5x5_reduce", bottom, r5, 1, f"{p}/relu_5x5_reduce")
+    layers += _conv_relu(f"{p}/5x5", f"{p}/5x5_reduce", c5, 5, f"{p}/relu_5x5", pad=2)
+    layers.append(_pool(f"{p}/pool", bottom, 3, 1, pad=1))
+    layers += _conv_relu(f"{p}/pool_proj", f"{p}/pool", pp, 1, f"{p}/relu_pool_proj")
+    tops = " ".join(f'bottom: "{p}/{b}"' for b in ("1x1", "3x3", "5x5", "pool_proj"))
+    layers.append(f'layer {{ name: "{p}/output" type: "Concat" {tops} top: "{p}/output" }}')
+    return layers
+
+
+_GOOGLENET_MODULES = [("3a", (64, 96, 128, 16, 32, 32)), ("3b", (128, 128, 192, 32, 96, 64)), "pool3",
+                      ("4a", (192, 96, 208, 16, 48, 64)), ("4b", (160, 112, 224, 24, 64, 64)),
+                      ("4c", (128, 128, 256, 24, 64, 64)), ("4d", (112, 144, 288, 32, 64, 64)),
+                      ("4e", (256, 160, 320, 32, 128, 128)), "pool4",
+                      ("5a", (256, 160, 320, 32, 128, 128)), ("5b", (384, 192, 384, 48, 128, 128))]
+
+
+def _ceil_pool_size(size, k, s):
+    return -(-(size - k) // s) + 1
+
+
+def googlenet(width=1.0, num_classes=1000, input_size=224, batch=1):
+    """BVLC GoogLeNet (Szegedy et al. 2015) deploy net with its published layer names
+    (conv1/7x7_s2 ... inception_4e/output ... loss3/classifier, prob). pool5 averages the whole last map
+    (7 x 7 at 224 px), so smaller inputs work too."""
+    layers = [input_layer("data", [batch, 3, input_size, input_size])]
+    layers += _conv_relu("conv1/7x7_s2", "data", _n(64, width), 7, "conv1/relu_7x7", stride=2, pad=3)
+    layers.append(_pool("pool1/3x3_s2", "conv1/7x7_s2", 3, 2))
+    layers.append(lrn("pool1/norm1", "pool1/3x3_s2"))
+    layers += _conv_relu("conv2/3x3_reduce", "pool1/norm1", _n(64, width), 1, "conv2/relu_3x3_reduce")
+    layers += _conv_relu("conv2/3x3", "conv2/3x3_reduce", _n(192, width), 3, "conv2/relu_3x3", pad=1)
+    layers.append(lrn("conv2/norm2", "conv2/3x3"))
+    layers.append(_pool("pool2/3x3_s2", "conv2/norm2", 3, 2))
+    size = _ceil_pool_size(_ceil_pool_size((input_size + 6 - 7) // 2 + 1, 3, 2), 3, 2)
+    bottom = "pool2/3x3_s2"
+    for item in _GOOGLENET_MODULES:
+        if isinstance(item, str):
+            layers.append(_pool(f"{item}/3x3_s2", bottom, 3, 2))
+            bottom = f"{item}/3x3_s2"
+            size = _ceil_pool_size(size, 3, 2)
+            continue
+        layers += _inception(item[0], bottom, item[1], width)
+        bottom = f"inception_{item[0]}/output"
+    layers.append(_pool("pool5/7x7_s1", bottom, size, 1, method="AVE"))
+    layers.append(dropout("pool5/drop_7x7_s1", "pool5/7x7_s1", 0.4))
+    layers.append(inner_product("loss3/classifier", "pool5/7x7_s1", num_classes))
+    layers.append(softmax("prob", "loss3/classifier"))
+    return _net("GoogleNet", layers, f"GoogLeNet (BVLC deploy layout), width {width:g}, {input_size} px input")
+
+
+BUILDERS = {"alexnet": alexnet, "caffenet": caffenet, "vggm": vggm, "posenet": posenet, "googlenet": googlenet}
 ARCHITECTURES = tuple(BUILDERS)
 
 
 def prototxt(name, **kwargs):
     """The prototxt text of a known architecture by name (see ``ARCHITECTURES``)."""
-    from ..errors import PreimageError
-
     if name not in BUILDERS:
         raise PreimageError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
     return BUILDERS[name](**kwargs)

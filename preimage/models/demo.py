@@ -91,7 +91,7 @@ def validate_models(models, image, folder, log=print):
 
 
 def _stack_grids(paths, out):
-    from .preprocess import load_image, save_image
+    from ..preprocess import load_image, save_image
 
     imgs = [load_image(p).astype(np.uint8) for p in paths if os.path.exists(p)]
     if not imgs:
@@ -117,7 +117,7 @@ def run_demo(out_dir="preimage-demo", *, quick=False, device="auto", iters=None,
     iters = iters if iters is not None else (4 if quick else 300)
     fine_iters = fine_iters if fine_iters is not None else (1 if quick else 50)
     from ..device import resolve_device
-    from .preprocess import load_image
+    from ..preprocess import load_image
 
     resolve_device(device)  # a bad --device or image is reported before minutes of work, not after
     for p in images:

@@ -114,7 +114,7 @@ def test_bad_input_is_a_clear_error(case):
 
 
 def test_image_input_preprocessed_with_metadata(tmp_path):
-    from preimage.models.preprocess import Preprocess, save_image
+    from preimage.preprocess import Preprocess, save_image
 
     nodes = [h.make_node("Conv", ["data", "w"], ["conv"], name="conv")]
     model = make_model(nodes, {"data": ["N", 3, 6, 5]}, ["conv"], {"w": rng_array((2, 3, 3, 3), 1)})

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from preimage.models.preprocess import Preprocess, save_image
+from preimage.preprocess import Preprocess, save_image
 
 SIZE = 32
 

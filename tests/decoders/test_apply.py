@@ -10,7 +10,7 @@ from preimage.cli import cli
 from preimage.decoders import experiments as E
 from preimage.decoders.apply import apply_decoder, load_decoder
 from preimage.errors import PreimageError
-from preimage.models.preprocess import load_image
+from preimage.preprocess import load_image
 
 RNG = np.random.default_rng(7)
 F = RNG.normal(size=(3, 10))

@@ -45,7 +45,7 @@ def test_extract_train_apply_with_converted_model(alexnet_onnx, tmp_path):
     assert store.feature_shape == (50,) and store.image_shape == (3, 227, 227)
     # the stored image is the photo resized and centre-cropped to 227 (as 8-bit pixels), and the stored
     # features are the converted model's features of exactly that image, preprocessed with its metadata
-    from preimage.models.preprocess import load_image, resize_center_crop
+    from preimage.preprocess import load_image, resize_center_crop
 
     fx = load_features(alexnet_onnx, ["fc8"])
     feats, pixels = store.get([0])

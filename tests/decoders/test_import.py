@@ -60,7 +60,7 @@ def test_imported_caffe_decoder_applies_to_images(caffe_corpus, encoder, image_d
     imgs = sorted(image_dir.iterdir())[:2]
     r = apply_decoder(dec, imgs, tmp_path / "out", model=enc, layer="fc")
     assert len(r["files"]) == 2
-    from preimage.models.preprocess import load_image
+    from preimage.preprocess import load_image
 
     assert load_image(r["files"][0]).shape == (28, 28, 3)
     assert dec.preprocess.mean == encoder.preprocess.mean

@@ -9,7 +9,7 @@ import torch
 from preimage.decoders.dataset import BatchStream, FeatureStore, TargetTransform
 from preimage.decoders.extract import extract_features
 from preimage.errors import PreimageError
-from preimage.models.preprocess import load_image
+from preimage.preprocess import load_image
 
 
 def reference_input(path):

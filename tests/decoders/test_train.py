@@ -15,7 +15,7 @@ from preimage.decoders.dataset import FeatureStore
 from preimage.decoders.extract import extract_features
 from preimage.decoders.train import balance, read_metrics, train_decoder
 from preimage.errors import PreimageError
-from preimage.models.preprocess import load_image, save_image
+from preimage.preprocess import load_image, save_image
 
 SMALL_FC = dict(fcs=[256, 256], start=[32, 4, 4], ups=[32, 16, 3])
 

@@ -7,7 +7,7 @@ import pytest
 
 from preimage.invert import api
 from preimage.models import samples
-from preimage.models.preprocess import Preprocess, load_image
+from preimage.preprocess import Preprocess, load_image
 
 from .test_engine import SmallNet
 

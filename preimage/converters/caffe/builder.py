@@ -56,6 +56,7 @@ class Builder:
         self.shared = {}  # param name -> (initializer name, shape)
         self.used_blobs = {}  # layer name -> {index: np.ndarray}  (what the net used; for the writer)
         self.fixed_size = []  # layers whose ONNX form holds only at the declared input size
+        self.left_out = []  # layers not converted (the preimage.unsupported metadata)
         self.names = set()
         self.mem_limit = memory_limit_bytes()
         self.layer = None

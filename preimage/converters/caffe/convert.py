@@ -9,17 +9,19 @@ value holding its final content (after in-place layers), as pycaffe's ``net.blob
 """
 import json
 import os
+from importlib.metadata import version
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from ...errors import FormatError, PreimageError, UnsupportedError
-from ...fileio import sha256_file
+from ...fileio import atomic_path, sha256_file
 from .builder import Builder, memory_limit_bytes, numel
 from .caffemodel import Caffemodel
 from .onnxfile import FragmentWriter, write_model
-from .layers import DATA_TYPES, DROPPED_TYPES, EMITTERS, supported_types
+from .layers import DATA_TYPES, DROPPED_TYPES, EMITTERS
+from .leftout import LeftOut, needed_layers
 from .prototxt import read_net
 
 DEFAULT_OPSET = 13
@@ -44,7 +46,7 @@ def find_weights(prototxt):
 
 
 def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
-                  input_shapes=None):
+                  input_shapes=None, strict=False, until=None):
     """Convert a Caffe net to an ``onnx.ModelProto`` (and write it atomically to ``output`` if given).
 
     ``weights``: the .caffemodel; default: the one of the same stem beside the prototxt. Without one,
@@ -52,13 +54,27 @@ def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_wei
     structure-only work). ``input_shapes``: ``{input blob: shape}`` replacing declared shapes (e.g.
     another image size for a fully convolutional net) or giving ones the file cannot (Python or HDF5
     data layers).
+
+    Layers that cannot be converted (fork or unknown types, fields no known schema has) are left out
+    with everything that needs them, with a warning each (``convert_caffe_full(...).notices``) and the
+    list in the ``preimage.unsupported`` metadata; ``strict=True`` makes the first one an error.
+    ``until``: a layer or blob name; only what computing it needs is converted.
     """
     return convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed,
-                              input_shapes=input_shapes).model
+                              input_shapes=input_shapes, strict=strict, until=until).model
+
+
+def random_blobs(prototxt, seed=0):
+    """The seeded parameters a weightless conversion draws, ``{layer: {blob index: np.ndarray}}``, without
+    building a model copy of them (what :func:`preimage.converters.caffe.writer.random_weights` writes)."""
+    used = {}
+    convert_caffe_full(prototxt, weightless=True, seed=seed, _collect_blobs=used)
+    return used
 
 
 def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
-                       weightless=False, input_shapes=None, keep_weights=True, _collect_blobs=None):
+                       weightless=False, input_shapes=None, keep_weights=True, strict=False, until=None,
+                       _collect_blobs=None):
     """:func:`convert_caffe` returning a :class:`Conversion` (model, notices). ``weightless=True``: no
     weights at all, they become typed graph inputs (for describing a net's structure cheaply).
     ``keep_weights=False`` (with ``output``): the weights read from the caffemodel go to the file only,
@@ -70,6 +86,9 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
         raise PreimageError(f"opset {opset} is not supported; choose {SUPPORTED_OPSETS.start}.."
                             f"{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     spec = read_net(prototxt)
+    if until is not None:
+        spec.layers = needed_layers(spec, until)
+        spec.until = until
     spec.input_shapes = {str(k): [int(d) for d in v] for k, v in (input_shapes or {}).items()}
     notices = list(spec.notices)
     wdict, wsha = None, None
@@ -103,11 +122,9 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
 
     try:
         if output is None:
-            model = _build_model(spec, b, notices, opset, prototxt)
+            model = _build_model(spec, b, notices, opset, prototxt, strict)
             finish_metadata()
         else:
-            from ...fileio import atomic_path
-
             if wdict is not None and wdict.size >= _ONNX_LIMIT:
                 _too_big(wdict.size, prototxt)
             with atomic_path(output) as tmp, open(tmp, "wb") as f:
@@ -115,7 +132,7 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
                 b.sink = FragmentWriter(f)
                 b.keep_weights = keep_weights
                 try:
-                    model = _build_model(spec, b, notices, opset, prototxt)
+                    model = _build_model(spec, b, notices, opset, prototxt, strict)
                 finally:
                     written = b.sink.close()
                     b.sink = None
@@ -147,9 +164,11 @@ def _too_big(nbytes, prototxt):
                            f"2 GiB by protobuf (external-data ONNX is not written by preimage)", path=prototxt)
 
 
-def _build_model(spec, b, notices, opset, prototxt):
-    model, layer_meta = _build(spec, b, notices, opset)
+def _build_model(spec, b, notices, opset, prototxt, strict=False):
+    model, layer_meta = _build(spec, b, notices, opset, strict)
     _set_meta(model, "preimage.layers", layer_meta)
+    if b.left_out:
+        _set_meta(model, "preimage.unsupported", b.left_out)
     if b.fixed_size:  # a few pooling corner cases hold only at the declared size (docs/caffe.md)
         inputs = {p.key: p.value for p in model.metadata_props}.get("preimage.inputs", "{}")
         sizes = {k: list(v[2:]) for k, v in json.loads(inputs).items() if len(v) == 4}
@@ -261,7 +280,7 @@ def _preprocess_from(layer, input_name, shape, base_dir):
     return meta
 
 
-def _build(spec, b, notices, opset):
+def _build(spec, b, notices, opset, strict=False):
     graph_inputs = []  # (name, shape)
     current = {}  # blob -> value name
     available = []  # Caffe's available blobs (net outputs are those left at the end)
@@ -300,16 +319,16 @@ def _build(spec, b, notices, opset):
     for name, shape in spec.inputs.items():
         add_input(name, shape_of(name, shape), f"input '{name}'")
 
-    for layer in spec.layers:
+    left = LeftOut(spec, strict, current, available)
+    for index, layer in enumerate(spec.layers):
         t = layer.type
         b.begin(layer, [])
+        if left.check(layer, index, b):
+            continue
         if t in DROPPED_TYPES:
             notices.append(f"dropped training-only layer '{layer.name}' ({t})")
             continue
         if t in DATA_TYPES:
-            if t == "Python" and len(layer.bottom):
-                raise b.error("Python layers are not supported (only as data layers without bottoms)",
-                              UnsupportedError)
             tops = list(layer.top)
             if all(top in overrides for top in tops):
                 shapes = [overrides[top] for top in tops]
@@ -331,24 +350,29 @@ def _build(spec, b, notices, opset):
                     b.op("Identity", [top], out=val, shape=b.shapes[top])
                     value_shapes.append((val, b.shapes[top]))
             layer_meta.append({"name": layer.name, "type": t, "bottoms": [], "tops": list(layer.top),
-                               "value": vals[0], "values": vals})
+                               "value": vals[0], "values": vals, "index": index})
             continue
-        emit = EMITTERS.get(t)
-        if emit is None:
-            raise UnsupportedError(f"unknown layer type '{t}' (supported: {', '.join(supported_types())})",
-                                   path=spec.path, where=f"layer '{layer.name}'")
         xs = []
         for bottom in layer.bottom:
             if bottom not in current:
                 raise FormatError(f"bottom '{bottom}' is not produced by any earlier layer or input",
                                   path=spec.path, where=f"layer '{layer.name}' ({t})")
             xs.append(current[bottom])
-            consumers[current[bottom]] = True
         if not layer.top:
             raise b.error("has no top")
+        mark = (len(b.nodes), len(b.graph.initializer), len(b.weight_inputs))
         vals = _layer_values(b, layer)
         b.begin(layer, vals)
-        emit(b, layer, xs)
+        try:
+            EMITTERS[t](b, layer, xs)
+        except UnsupportedError as e:  # a case of a known layer that has no ONNX form: left out
+            del b.nodes[mark[0]:]
+            del b.graph.initializer[mark[1]:]
+            del b.weight_inputs[mark[2]:]
+            left.leave_out(layer, index, e)
+            continue
+        for x in xs:
+            consumers[x] = True
         _check_blob_count(b, layer)
         for v in vals:
             if v not in b.shapes:
@@ -363,8 +387,11 @@ def _build(spec, b, notices, opset):
                 available.remove(top)
             available.append(top)
         layer_meta.append({"name": layer.name, "type": t, "bottoms": list(layer.bottom), "tops": list(layer.top),
-                           "value": vals[0], "values": vals})
+                           "value": vals[0], "values": vals, "index": index})
+        left.computed += 1
 
+    left.finish(notices)
+    b.left_out = left.entries
     if overrides:
         raise PreimageError(f"input shape given for {', '.join(sorted(overrides))}, which is not an input of the net "
                             f"(inputs: {', '.join(n for n, _ in graph_inputs)})", path=spec.path)
@@ -446,7 +473,6 @@ def _layer_values(b, layer):
 
 def _version():
     try:
-        from importlib.metadata import version
         return version("preimage")
     except Exception:
         return "0"

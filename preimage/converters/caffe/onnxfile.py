@@ -6,17 +6,19 @@ one ``graph { initializer {...} }`` fragment per weight tensor followed by the m
 peak memory stays near the model's own size instead of twice it. Weight bytes already in memory (a
 view of the caffemodel) are written as they are, on a second thread while the rest is built.
 """
+import queue
+import threading
+
 import onnx
 from onnx import TensorProto
 
 from ...errors import PreimageError
+from ...fileio import atomic_path
 from .wire import len_prefix
 
 
 def save_model(model, path):
     """Write an ONNX model atomically without serializing it in one piece (see :func:`write_model`)."""
-    from ...fileio import atomic_path
-
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         write_model(f, model)
 
@@ -62,9 +64,6 @@ class FragmentWriter:
     writing the weights overlaps with building the rest of the model."""
 
     def __init__(self, f):
-        import queue
-        import threading
-
         self.f, self.q, self.written, self.error = f, queue.Queue(maxsize=4), set(), None
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()

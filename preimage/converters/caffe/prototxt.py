@@ -7,12 +7,13 @@ used: V1 ``layers { type: CONVOLUTION }``, V0 ``layers { layer { type: "conv" } 
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from google.protobuf import text_format
 
 from ...errors import FormatError, PreimageError
 from .proto import caffe_pb2
+from .textscan import blank, field_before, field_span, line_of, offset_of, top_level_blocks
 from .upgrade import merge_v0_padding, upgrade_v1_layer
 
 # Pooling field 13 is `round_mode: CEIL|FLOOR` in BVLC Caffe and `ceil_mode: true|false` in widespread
@@ -39,21 +40,108 @@ class NetSpec:
     legacy_format: str = "V2"
     notices: List[str] = field(default_factory=list)
     input_shapes: Dict[str, List[int]] = field(default_factory=dict)  # the caller's overrides
+    # layer name -> what in it no known schema has (SchemaIssue); such a layer parses (the field is
+    # skipped) but is not converted
+    unknown: Dict[str, list] = field(default_factory=dict)
+    layer_lines: Dict[str, int] = field(default_factory=dict)  # layer name -> line of its block
+    until: Optional[str] = None  # convert only what this layer or blob needs
 
 
-def parse_net_text(text, path="<prototxt>"):
-    """Text -> caffe_pb2.NetParameter, with a one-line error carrying line:column on bad syntax."""
-    net = caffe_pb2.NetParameter()
-    try:
-        text_format.Merge(_ceil_mode_to_round_mode(text), net, allow_unknown_field=False)
-    except text_format.ParseError as e:
-        line, col = e.GetLine(), e.GetColumn()
-        msg = str(e)
-        # protobuf prefixes "line:col : "; keep only the explanation
-        msg = re.sub(r"^\s*\d+:\d+\s*:\s*", "", msg)
-        where = f"{line}:{col}" if line is not None else None
-        raise FormatError(f"prototxt syntax error: {msg}", path=path, where=where) from None
-    return net
+@dataclass
+class SchemaIssue:
+    """A field (or enum value) that no schema preimage knows has: BVLC's or the forks' (caffe.proto)."""
+
+    offset: int  # in the text
+    line: int
+    column: int
+    what: str  # "field 'num_outptu' of caffe.ConvolutionParameter"
+    message: str  # protobuf's own explanation, for --strict and for a net nothing is left of
+
+
+_UNKNOWN_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"')
+_UNKNOWN_ENUM = re.compile(r'Enum type "([\w.]+)" has no value named (\w+)')
+
+
+def _explanation(e):
+    msg = re.sub(r"^\s*\d+:\d+\s*:\s*", "", str(e))  # protobuf prefixes "line:col : "
+    return re.sub(r"^'.*?': ", "", msg)  # and sometimes quotes the whole line
+
+
+def _syntax_error(e, path):
+    line, col = e.GetLine(), e.GetColumn()
+    where = f"{line}:{col}" if line is not None else None
+    return FormatError(f"prototxt syntax error: {_explanation(e)}", path=path, where=where)
+
+
+def parse_net_text(text, path="<prototxt>", issues=None):
+    """Text -> caffe_pb2.NetParameter, with a one-line error carrying line:column on bad syntax.
+
+    ``issues`` (a list): tolerant reading. A field or enum value that no known schema has is cut out of
+    the text (blanked, so that line:column stay right), recorded as a :class:`SchemaIssue`, and the text
+    parsed again. Real syntax errors (braces, a string where a number belongs) still raise."""
+    work = _ceil_mode_to_round_mode(text)
+    seen = set()
+    while True:
+        net = caffe_pb2.NetParameter()
+        try:
+            text_format.Merge(work, net, allow_unknown_field=False)
+            return net
+        except text_format.ParseError as e:
+            if issues is None or e.GetLine() is None:
+                raise _syntax_error(e, path) from None
+            span, what = _unknown_span(work, e)
+            if span is None or span[0] in seen:
+                raise _syntax_error(e, path) from None
+            seen.add(span[0])
+            issues.append(SchemaIssue(span[0], line_of(work, span[0]), e.GetColumn(), what, _explanation(e)))
+            work = blank(work, *span)
+
+
+def _unknown_span(text, e):
+    """The text span of the unknown field a ParseError reports, and a description; (None, None) when the
+    error is a real syntax error."""
+    msg = str(e)
+    at = offset_of(text, e.GetLine(), e.GetColumn())
+    m = _UNKNOWN_FIELD.search(msg)
+    if m:
+        if not text.startswith(m.group(2), at):
+            return None, None
+        return field_span(text, at), f"field '{m.group(2)}' of {m.group(1)}"
+    m = _UNKNOWN_ENUM.search(msg)
+    if m and text.startswith(m.group(2), at):
+        start = field_before(text, at)
+        if start is not None:
+            span = field_span(text, start)
+            name = text[start:at].split(":")[0].strip()
+            return span, f"value {m.group(2)} of field '{name}' ({m.group(1)})"
+    return None, None
+
+
+def _layer_name(l):
+    if isinstance(l, caffe_pb2.V1LayerParameter) and not l.name and l.HasField("layer"):
+        return l.layer.name
+    return l.name
+
+
+def _locate(text, net, issues):
+    """Layer lines ({name: line}) and schema issues by layer name (net-level ones under None). ``text``
+    as parsed (issue offsets are offsets into it)."""
+    lines, by_layer = {}, {}
+    counts = {"layer": 0, "layers": 0}
+    spans = []
+    for word, start, end, line in top_level_blocks(text):
+        if word not in counts:
+            continue
+        seq = net.layer if word == "layer" else net.layers
+        if counts[word] < len(seq):
+            name = _layer_name(seq[counts[word]])
+            lines.setdefault(name, line)
+            spans.append((start, end, name))
+        counts[word] += 1
+    for issue in issues:
+        owner = next((name for s, e, name in spans if s <= issue.offset < e), None)
+        by_layer.setdefault(owner, []).append(issue)
+    return lines, by_layer
 
 
 def read_net(path):
@@ -71,7 +159,18 @@ def read_net(path):
         text = raw.decode("utf-8")
     except UnicodeDecodeError:  # old files with Latin-1 comments
         text = raw.decode("latin-1")
-    return net_spec_from_param(parse_net_text(text, path), path)
+    issues = []
+    net = parse_net_text(text, path, issues)
+    if not len(net.layer) and not len(net.layers) and not len(net.input):
+        raise FormatError("no layers and no inputs: this is not a Caffe net definition (is the file empty?)",
+                          path=path)
+    spec = net_spec_from_param(net, path)
+    spec.layer_lines, by_layer = _locate(_ceil_mode_to_round_mode(text), net, issues)
+    for issue in by_layer.pop(None, []):
+        spec.notices.append(f"{os.path.basename(path)}:{issue.line}:{issue.column}: ignored {issue.what}, "
+                            f"which no known Caffe schema (BVLC or the forks') has")
+    spec.unknown = by_layer
+    return spec
 
 
 def net_spec_from_param(net, path="<prototxt>"):

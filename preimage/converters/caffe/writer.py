@@ -14,6 +14,7 @@ import numpy as np
 
 from ...errors import PreimageError, UnsupportedError
 from ...fileio import atomic_path
+from .convert import random_blobs
 from .proto import caffe_pb2
 from .prototxt import read_net
 from .upgrade import V1_TYPE_NAMES
@@ -29,10 +30,7 @@ def random_weights(prototxt, seed=0):
     He-normal weights (std sqrt(2 / fan_in)) for Convolution / InnerProduct / Deconvolution, zero
     biases, BatchNorm mean ~ N(0, 0.1), variance ~ U(0.5, 1.5) and factor 1, Scale gamma ~ U(0.8, 1.2)
     and beta ~ N(0, 0.1), PReLU slopes 0.25. Shapes follow Caffe (e.g. InnerProduct (out, in))."""
-    from .convert import convert_caffe_full
-
-    used = {}
-    convert_caffe_full(prototxt, weightless=True, seed=seed, _collect_blobs=used)  # no model copy of them
+    used = random_blobs(prototxt, seed)
     return {layer: [blobs[i] for i in sorted(blobs)] for layer, blobs in used.items()}
 
 

@@ -17,8 +17,10 @@ import contextlib
 import torch
 from torch import nn
 
+from onnx2torch.onnx_graph import ValueType
 from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
 
+from .pooling import Pool2d
 from .registry import override
 
 
@@ -47,8 +49,6 @@ _OUTPUT_NOT_SAVED = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub"}
 
 @override("Relu")
 def convert_relu(node, graph):
-    from onnx2torch.onnx_graph import ValueType
-
     x = node.input_values[0]
     inplace = False
     if graph.value_type(x) == ValueType.NODE_OUTPUT and x not in graph.output_values:
@@ -66,8 +66,6 @@ def reference_decisions(net, values):
     uses the reference of its input, a ReLU that of its output (or input). Yields the number of
     modules conditioned.
     """
-    from .pooling import Pool2d
-
     touched = []
     try:
         for module in net.modules():
@@ -94,8 +92,6 @@ def recorded_decisions(net):
     """Within the block, record what the max pools and ReLUs of ``net`` decide from: yields a dict
     ``{ONNX value name: tensor}`` (pool inputs, ReLU outputs) filled by each forward pass, to be given to
     :func:`reference_decisions` of another copy (e.g. the float64 twin in a rounding-noise estimate)."""
-    from .pooling import Pool2d
-
     seen, handles = {}, []
 
     def hook(module, inputs, output):

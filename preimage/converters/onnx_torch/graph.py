@@ -109,7 +109,23 @@ def resolve(model, names, keys="auto", what="model"):
             found[name] = value
         else:
             missing.append(name)
+    for name in missing:
+        left_out_error(model, name)
     return found, missing
+
+
+def left_out_error(model, name):
+    """Raise a one-line PreimageError when ``name`` is a layer or blob the Caffe conversion left out
+    (metadata ``preimage.unsupported``), naming the layer that blocks it."""
+    entries = metadata(model, "preimage.unsupported", []) or []
+    hit = next((e for e in entries if e.get("name") == name or name in e.get("tops", [])), None)
+    if hit is None:
+        return
+    root = next((e for e in entries if e.get("name") == hit.get("blocked_by")), hit)
+    what = (f"layer '{root['name']}' ({root['type']})" if root is hit
+            else f"it needs layer '{root['name']}' ({root['type']}), which")
+    raise PreimageError(f"'{name}' was left out of the conversion: {what} could not be converted: {root['reason']} "
+                        f"(convert with --until LAYER to stop before it, or see 'preimage layers')")
 
 
 def single_output_nodes(model):

@@ -14,9 +14,10 @@ NO_GRADIENT = {"ArgMax", "ArgMin", "Shape", "Size", "Equal", "Greater", "Less", 
 
 def torch_view(model):
     """``{value name: "yes" | "no: <reason>"}`` for every value computed from an image input."""
+    # deferred: onnx2torch (with torchvision: seconds to import) is needed only when a model is looked at
     from onnx2torch.node_converters import get_converter
 
-    from . import ops  # noqa: F401  (preimage's converters count as available)
+    from . import ops  # noqa: F401  deferred (preimage's converters in onnx2torch's registry count as available)
 
     model = G.read_model(model)
     inputs = G.metadata(model, "preimage.inputs", None) or {n: None for n in G.graph_inputs(model)}

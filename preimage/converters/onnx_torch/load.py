@@ -17,11 +17,14 @@ from torch import nn
 
 from ...device import resolve_device
 from ...errors import PreimageError, UnsupportedError
+from ...preprocess import Preprocess
+from ..caffe.convert import convert_caffe
+from ..geometry import receptive_fields
 from . import fuse
 from . import graph as G
 
 
-def _open(model):
+def open_onnx(model):
     """(ModelProto, base folder or None, display name) from a path, a prototxt, or a ModelProto."""
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
@@ -33,8 +36,6 @@ def _open(model):
                 raise PreimageError(f"no weights beside the prototxt (expected {os.path.basename(weights)} in "
                                     "the same folder); or convert it with 'preimage convert caffe NET.prototxt "
                                     "--weights W.caffemodel' and pass the .onnx", path=path)
-            from ..caffe.convert import convert_caffe
-
             return convert_caffe(path, weights), os.path.dirname(os.path.abspath(path)), path
         return G.read_model(path), os.path.dirname(os.path.abspath(path)), path
     if not hasattr(model, "graph"):
@@ -43,6 +44,7 @@ def _open(model):
 
 
 def _check_supported(model, where):
+    # deferred: onnx2torch (with torchvision: seconds to import) only when a model is converted
     from onnx2torch.node_converters import get_converter
 
     opsets = {o.domain: o.version for o in model.opset_import}
@@ -55,9 +57,9 @@ def _check_supported(model, where):
 
 
 def _convert(pruned, where):
-    import onnx2torch
+    import onnx2torch  # deferred: seconds to import (torchvision), only when a model is converted
 
-    from . import ops  # noqa: F401  (installs preimage's converters in onnx2torch's registry)
+    from . import ops  # noqa: F401  deferred with onnx2torch (installs preimage's converters in its registry)
 
     _check_supported(pruned, where)
     try:
@@ -99,8 +101,6 @@ class FeatureExtractor(nn.Module):
     @property
     def preprocess(self):
         if self._preprocess is None:
-            from ...models.preprocess import Preprocess
-
             self._preprocess = Preprocess.from_onnx(self.onnx_model)
             self._preprocess.base_dir = self._base_dir
         return self._preprocess
@@ -108,8 +108,6 @@ class FeatureExtractor(nn.Module):
     @property
     def receptive_fields(self):
         if self._receptive_fields is None:
-            from ..geometry import receptive_fields
-
             rf = receptive_fields(self.onnx_model)
             for name, value in self._values.items():  # also under the requested names (blob, node names)
                 if value in rf:
@@ -138,10 +136,10 @@ class FeatureExtractor(nn.Module):
             raise PreimageError(f"expected {len(self.input_names)} input(s) {self.input_names}, got {len(args)}")
         inputs = dict(zip(self.input_names, args))
         for name, x in inputs.items():
-            self._check_input(name, x)
+            self.check_input(name, x)
         return inputs
 
-    def _check_input(self, name, x):
+    def check_input(self, name, x):
         """A clear message instead of a deep torch traceback for a wrongly shaped input (cheap: no sync)."""
         if not isinstance(x, torch.Tensor):
             raise PreimageError(f"input {name!r} must be a torch.Tensor, got {type(x).__name__}")
@@ -195,7 +193,7 @@ def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None):
     ``device``: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch.device. ``dtype``: e.g. ``torch.float64``.
     A name the model does not have raises :class:`PreimageError` listing the available names.
     """
-    onnx_model, base_dir, where = _open(model)
+    onnx_model, base_dir, where = open_onnx(model)
     if outputs is None:
         outputs = [o.name for o in onnx_model.graph.output]
     elif isinstance(outputs, str):

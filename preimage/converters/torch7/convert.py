@@ -4,6 +4,7 @@ import json
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 
 from ...errors import PreimageError, UnsupportedError
@@ -91,8 +92,6 @@ def convert_torch7(model, output=None, *, input_shape=None, dtype="float32", key
 
 def export_onnx(module, output, input_shape, *, opset=17, dynamic_batch=True, source=None):
     """Export ``module`` to ONNX with the TorchScript-based exporter (no onnxscript needed)."""
-    import onnx
-
     dtype = next((p.dtype for p in module.state_dict().values() if p.is_floating_point()), torch.float32)
     example = torch.randn(*input_shape, dtype=dtype)
     try:

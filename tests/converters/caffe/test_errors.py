@@ -54,8 +54,8 @@ def test_unbalanced_brace_reported_with_place(tmp_path):
 def test_unknown_layer_type_names_layer_type_and_supported(tmp_path):
     bad = tmp_path / "u.prototxt"
     bad.write_text(NET + 'layer { name: "odd" type: "FancyNorm" bottom: "fc" top: "odd" }\n')
-    with pytest.raises(PreimageError) as e:
-        convert_caffe(bad, random_weights=True)
+    with pytest.raises(PreimageError) as e:  # without strict the layer is left out (test_tolerant.py)
+        convert_caffe(bad, random_weights=True, strict=True)
     one_line_error(e, str(bad), "layer 'odd'", "FancyNorm", "supported:", "Convolution", "LRN")
 
 

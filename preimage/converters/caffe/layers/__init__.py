@@ -19,7 +19,8 @@ DATA_TYPES = {"Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData
               "AnnotatedData", "VideoData"}
 # Training-only layers, dropped with a notice.
 DROPPED_TYPES = {"SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss",
-                 "SigmoidCrossEntropyLoss", "ContrastiveLoss", "Accuracy", "Silence", "HDF5Output"}
+                 "SigmoidCrossEntropyLoss", "ContrastiveLoss", "Accuracy", "Silence", "HDF5Output",
+                 "MultiBoxLoss", "SmoothL1Loss", "DetectionEvaluate"}  # the last three: SSD, Faster R-CNN
 
 
 def supported_types():
@@ -56,4 +57,4 @@ def require_4d(b, x):
     return s
 
 
-from . import vision, norm, activation, plumbing  # noqa: E402,F401  (registers the emitters)
+from . import vision, norm, activation, plumbing, forks  # noqa: E402,F401  (registers the emitters)

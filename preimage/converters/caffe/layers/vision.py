@@ -157,6 +157,12 @@ def pooling(b, layer, xs):
         b.op("Div", [num, den], out=b.outs[0], shape=out_shape)
     else:
         raise b.error(f"pooling method {p.pool} is not supported", UnsupportedError)
+    if len(b.outs) > 1:  # the forks' (and BVLC's) second top: the max-pooling mask, for SegNet's Upsample
+        from .forks import max_pool_mask
+
+        if p.pool != p.MAX or p.global_pooling:
+            raise b.error("a second top (the mask) needs MAX pooling with a kernel", UnsupportedError)
+        max_pool_mask(b, layer, xs[0], k, s, pad, out_shape, b.outs[1])
 
 
 def _fixed_average(b, x, h, w, k, s, pad, oh, ow, out_shape):

@@ -23,7 +23,8 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from ..errors import FormatError, PreimageError
+from .errors import FormatError, PreimageError
+from .fileio import write_bytes_atomic
 
 IMAGENET_MEAN_BGR = [104.0, 117.0, 123.0]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -43,8 +44,6 @@ def load_image(path):
 
 def save_image(path, rgb):
     """Write an H x W x 3 RGB uint8 (or float in [0, 255]) array as PNG/JPEG, atomically."""
-    from ..fileio import write_bytes_atomic
-
     arr = np.clip(np.asarray(rgb, dtype=np.float32), 0, 255).round().astype(np.uint8)
     ok, buf = cv2.imencode(os.path.splitext(os.fspath(path))[1] or ".png", cv2.cvtColor(arr, cv2.COLOR_RGB2BGR))
     if not ok:
@@ -92,7 +91,7 @@ class Preprocess:
     @classmethod
     def from_onnx(cls, model):
         """Read the ``preimage.preprocess`` entry of an ONNX model (path or ModelProto)."""
-        import onnx
+        import onnx  # deferred: this floor needs onnx only to read a model's metadata
 
         base_dir = None
         if isinstance(model, (str, os.PathLike)):
@@ -114,8 +113,8 @@ class Preprocess:
         d.pop("base_dir")
         return {k: v for k, v in d.items() if v is not None and v != []}
 
-    # -- the mean as an array broadcastable to C x H x W, in network channel order
-    def _mean_array(self, size):
+    def mean_array(self, size):
+        """The mean as a float32 array broadcastable to C x H x W (``size`` = (H, W)), network channel order."""
         if self.mean_file:
             path = self.mean_file
             if self.base_dir and not os.path.isabs(path):
@@ -136,18 +135,18 @@ class Preprocess:
         if self.channel_order.upper() == "BGR":
             img = img[..., ::-1]
         chw = np.ascontiguousarray(img.transpose(2, 0, 1)) * (self.raw_scale / 255.0)
-        return ((chw - self._mean_array(chw.shape[1:])) * self.scale).astype(np.float32)
+        return ((chw - self.mean_array(chw.shape[1:])) * self.scale).astype(np.float32)
 
     def array_to_image(self, x):
         """C x H x W network input -> H x W x 3 RGB float in [0, 255] (not clipped)."""
         x = np.asarray(x, dtype=np.float32)
-        chw = (x / self.scale + self._mean_array(x.shape[1:])) * (255.0 / self.raw_scale)
+        chw = (x / self.scale + self.mean_array(x.shape[1:])) * (255.0 / self.raw_scale)
         img = chw.transpose(1, 2, 0)
         return img[..., ::-1] if self.channel_order.upper() == "BGR" else img
 
     def load(self, paths, size=None):
         """Image files -> N x C x H x W float32 torch tensor."""
-        import torch
+        import torch  # deferred: this floor stays importable without torch (numpy in, numpy out)
 
         arrays = [self.image_to_array(load_image(p), size) for p in paths]
         return torch.from_numpy(np.stack(arrays))
@@ -176,7 +175,9 @@ def load_mean_file(path):
     if path.endswith(".npy"):
         m = np.load(path)
     else:
-        from ..converters.caffe.proto import caffe_pb2
+        # deferred: protobuf and the Caffe schema are needed only for a .binaryproto mean; at module level
+        # this floor would load the Caffe converter package with it
+        from .converters.caffe.proto import caffe_pb2
 
         blob = caffe_pb2.BlobProto()
         try:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from preimage.models.preprocess import Preprocess, load_image, save_image
+from preimage.preprocess import Preprocess, load_image, save_image
 
 
 def test_round_trip_bgr_mean_scale(tmp_path):
@@ -35,7 +35,7 @@ def test_image_files(tmp_path):
 
 def test_mean_file_per_pixel_and_read_once(tmp_path, monkeypatch):
     """A .npy mean image is subtracted pixel by pixel (centre-cropped to the input) and read once, not per image."""
-    import preimage.models.preprocess as P
+    import preimage.preprocess as P
 
     mean = np.random.default_rng(1).uniform(0, 255, (3, 6, 8)).astype(np.float32)  # BGR, C x H x W
     np.save(tmp_path / "mean.npy", mean)

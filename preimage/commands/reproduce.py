@@ -1,7 +1,7 @@
 """``preimage reproduce NAME``: thin click layer over :mod:`preimage.reproduce`."""
 import click
 
-from .model_path import model_path
+from .options import device_option, model_option
 
 CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -24,7 +24,7 @@ def _trials(ctx, param, value):
 @click.argument("name", required=False)
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--list", "show", is_flag=True, help="List the reproductions and what each regenerates.")
-@click.option("--model", "-m", callback=model_path, help="Converted model (.onnx); e.g. the corpus AlexNet or PoseNet.")
+@model_option(required=False, help="Converted model (.onnx), e.g. the corpus AlexNet or PoseNet.")
 @click.option("--layer", "-l", "layers", multiple=True, help="Layers to use instead of the reproduction's choice.")
 @click.option("--quick", is_flag=True, help="A small, fast version (few images, iterations and trials).")
 @click.option("--seeds", type=click.IntRange(min=1), help="Random starts per image (default: the reproduction's).")
@@ -33,7 +33,7 @@ def _trials(ctx, param, value):
 @click.option("--trials", callback=_trials, metavar="N1,N2", help="posenet-search: trials of each search (paper: 1500,2500).")
 @click.option("--batch-size", "batch", type=click.IntRange(min=1), help="posenet-search: trials per batch (default 50).")
 @click.option("--seed", type=int, help="posenet-search: sampler seed.")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
+@device_option()
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Output folder (default: reproduce-NAME).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def reproduce(name, images, show, model, layers, quick, seeds, iters, decoder, trials, batch, seed, device, out, quiet):

@@ -1,7 +1,7 @@
 """``preimage sweep invert|maximize|caricature|decoder``: thin click layer over :mod:`preimage.sweep`."""
 import click
 
-from .model_path import model_path
+from .options import device_option, model_option, size_option
 
 CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -62,7 +62,7 @@ def _search_options(f):
 
 def _inversion_options(f):
     opts = [
-        click.option("--model", "-m", required=True, callback=model_path, help="Converted model (.onnx) or .prototxt."),
+        model_option(help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
         click.option("--layer", "-l", "layers", multiple=True, required=True, help="Layer (or blob); repeat for several."),
         click.option("--preset", default="mahendran2016", show_default=True, type=click.Choice(["mahendran2016", "posenet2016"]),
                      help="The method whose constants every trial starts from."),
@@ -76,8 +76,8 @@ def _inversion_options(f):
         click.option("--batch-size", "batch", type=click.IntRange(min=1), default=16, show_default=True,
                      help="Trials optimised together in one batch (x images x seeds x layers)."),
         click.option("--sequential", is_flag=True, help="Run trials one after another instead of in one batch."),
-        click.option("--size", nargs=2, type=click.IntRange(min=1), metavar="H W", help="Input size if the model has none."),
-        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto."),
+        size_option(help="Input size when the model does not declare one."),
+        device_option(),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -183,11 +183,10 @@ def caricature(model, layers, preset, seeds, iters, C, sets, objective, batch, s
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--arch", default="alexnet_fc8", show_default=True, help="Decoder architecture (see preimage decoder train).")
 @click.option("--iters", type=click.IntRange(min=1), default=500, show_default=True, help="Training iterations per trial.")
-@click.option("--model", "-m", "encoder", default=None, callback=model_path,
-              help="The encoder model (needed by the mirror and deepsim architectures).")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@model_option(required=False, help="The encoder model (needed by the mirror and deepsim architectures).")
+@device_option()
 @_search_options
-def decoder(store, arch, iters, encoder, device, params, n_trials, sampler, seed, storage, study_name, out, quiet):
+def decoder(store, arch, iters, model, device, params, n_trials, sampler, seed, storage, study_name, out, quiet):
     """Search decoder training options on the feature store STORE; minimises the validation loss after
     --iters iterations (short training). Trials run one after another.
 
@@ -202,6 +201,6 @@ def decoder(store, arch, iters, encoder, device, params, n_trials, sampler, seed
 
     space = parse_space(params)
     out = out or f"sweep-decoder-{os.path.basename(os.path.normpath(store))}"
-    summary = sweep_decoder(store, space, out, n_trials=n_trials, arch=arch, iters=iters, encoder=encoder, device=device,
+    summary = sweep_decoder(store, space, out, n_trials=n_trials, arch=arch, iters=iters, encoder=model, device=device,
                             sampler=sampler, seed=seed, storage=storage, study_name=study_name, progress=not quiet)
     _report(summary)

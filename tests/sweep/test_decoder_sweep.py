@@ -11,10 +11,7 @@ from preimage.decoders import extract_features
 from preimage.reproduce import reproduce
 from preimage.sweep import parse_space, sweep_decoder
 
-try:
-    from preimage.models.preprocess import Preprocess, save_image
-except ImportError:  # after the move to preimage/preprocess.py (docs/contracts.md, "Preprocess")
-    from preimage.preprocess import Preprocess, save_image
+from preimage.preprocess import Preprocess, save_image
 
 SMALL_FC = dict(fcs=[64], start=[16, 4, 4], ups=[16, 8, 3])
 

@@ -64,3 +64,14 @@ def test_posenet_search_quick(tiny_posenet, tmp_path):
     search1 = json.loads((tmp_path / "search1" / "results.json").read_text())
     assert search1["definition"]["overrides"]["weight.l6"] == "0"  # the first search runs without regularisers
     assert all(1e-10 <= t["params"]["lr"] <= 1e4 for t in search1["trials"])
+
+
+def test_figures_quick(tiny_posenet, tmp_path):
+    from preimage.preprocess import load_image
+
+    _invoke(["reproduce", "mahendran-figures", "-m", str(tiny_posenet / "posenet.onnx"), "--quick", "-q", "--iters", "2",
+             "--device", "cpu", "-o", str(tmp_path)])
+    html = (tmp_path / "index.html").read_text()
+    for name in ["multi_seed", "masks", "maximization", "caricatures"]:
+        assert f"{name}.png" in html
+        assert min(load_image(tmp_path / f"{name}.png").shape[:2]) > 100

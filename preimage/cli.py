@@ -24,6 +24,8 @@ COMMANDS = {
     "caricature": "preimage.commands.invert:caricature",
     "demo": "preimage.commands.demo:demo",
     "decoder": "preimage.commands.decoder:decoder",
+    "sweep": "preimage.commands.sweep:sweep",
+    "reproduce": "preimage.commands.reproduce:reproduce",
 }
 
 CONVERT_COMMANDS = {
@@ -41,6 +43,8 @@ SHORT_HELP = {
     "caricature": "Exaggerate what a layer sees in an image.",
     "demo": "Build bundled models, convert, validate and invert sample images.",
     "decoder": "Learned upconvolutional decoders: extract, train, apply.",
+    "sweep": "Hyperparameter search (Optuna) over inversion or decoder training.",
+    "reproduce": "Regenerate a paper's table or figure on your model and images.",
     "caffe": "Caffe prototxt + caffemodel -> ONNX.",
     "torch7": "Torch7 .t7 model -> ONNX or PyTorch checkpoint.",
 }

@@ -34,7 +34,8 @@ def test_shared_options_are_declared_once():
         if size is not None:
             seen["size"] += 1
             assert size.nargs == 2 and size.metavar == "H W", name
-    assert seen == {"device": 8, "model": 7, "size": 4}, seen  # invert x3, demo, validate, decoder x3
+    # invert x3, demo, validate, decoder x3; sweep invert/maximize/caricature/decoder, reproduce
+    assert seen == {"device": 13, "model": 12, "size": 7}, seen
 
 
 @pytest.mark.parametrize("text, shape", [("1,3,224,224", (1, 3, 224, 224)), ("1x3x8x8", (1, 3, 8, 8)),

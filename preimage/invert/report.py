@@ -1,7 +1,6 @@
 """Writing a run's outputs: reconstructions as PNG, grid.png, metrics.json, index.html (all atomic)."""
 import html
 import json
-import math
 import os
 import re
 
@@ -20,7 +19,8 @@ def _safe(name):
 
 
 def result_png(r):
-    return f"images/{_safe(r['image'])}__{_safe(r['layer'])}__s{r['seed']}.png"
+    trial = f"__t{r['trial']}" if r.get("trial") is not None else ""  # a run of batched trials: one file each
+    return f"images/{_safe(r['image'])}__{_safe(r['layer'])}__s{r['seed']}{trial}.png"
 
 
 def _label(tile_w, text):
@@ -55,15 +55,13 @@ def grid(run, recon, originals=None):
     return canvas
 
 
-def _svg_curve(values, width=160, height=40):
-    v = [x for x in values if x is not None and math.isfinite(x)]
-    if len(v) < 2:
-        return ""
-    lo, hi = min(v), max(v)
-    span = (hi - lo) or 1.0
-    pts = " ".join(f"{i * width / (len(v) - 1):.1f},{height - (x - lo) / span * height:.1f}" for i, x in enumerate(v))
-    return (f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
-            f'<polyline fill="none" stroke="#c33" stroke-width="1" points="{pts}"/></svg>')
+def _plots_html(run, m):
+    parts = []
+    if any(len(d["loss_curve"]) >= 2 for d in m["results"]):
+        parts.append('<h2>Loss curves</h2><img src="plots/loss.png" alt="loss against iteration">')
+    if any(r.get("normalized_error") is not None for r in run.results):
+        parts.append('<h2>Errors per layer</h2><img src="plots/errors.png" alt="error per layer">')
+    return "\n".join(parts)
 
 
 def _fmt(v):
@@ -113,9 +111,49 @@ def write_report(run, out_dir, title=None):
         save_image(os.path.join(out_dir, "grid.png"), grid(run, recon, originals))
     m = metrics(run)
     write_text_atomic(os.path.join(out_dir, "metrics.json"), json.dumps(m, indent=1))
+    write_plots(run, m, out_dir)
     index = os.path.join(out_dir, "index.html")
     write_text_atomic(index, _html(run, m, title))
     return index
+
+
+def write_plots(run, m, out_dir):
+    """plots/loss.png (loss against iteration, one line per result, a colour per layer) and
+    plots/errors.png (mean +- std of the normalised error and relative loss per layer), when there are any."""
+    from .. import plots
+
+    series = {}
+    for d in m["results"]:
+        if len(d["loss_curve"]) >= 2:
+            series[(d["layer"], d["image"], d["seed"], d.get("unit"), d.get("trial"))] = (range(1, len(d["loss_curve"]) + 1), d["loss_curve"])
+    made = {}
+    if series:
+        what = "-<Phi, Phi0> / Z" if run.kind != "invert" else str(m["config"]["objective"])
+        made["loss"] = plots.lines(os.path.join(out_dir, "plots", "loss.png"), series, xlabel="iteration (step)",
+                                   ylabel=f"loss C x {what} (dimensionless)", logy=run.kind == "invert",
+                                   title=f"{run.kind}: loss per result (colour: layer)", alpha=0.6)
+    stats = error_table(run)
+    if any(v["normalized_error"][0] is not None for v in stats.values()):
+        groups = {"normalised error": [stats[l]["normalized_error"][0] for l in run.layers],
+                  "relative loss": [stats[l]["relative_loss"][0] for l in run.layers]}
+        errors = {"normalised error": [stats[l]["normalized_error"][1] for l in run.layers],
+                  "relative loss": [stats[l]["relative_loss"][1] for l in run.layers]}
+        made["errors"] = plots.bars(os.path.join(out_dir, "plots", "errors.png"), run.layers, groups, errors=errors,
+                                    xlabel="layer", ylabel="error (dimensionless ratio; mean +- std)",
+                                    title="reconstruction error per layer")
+    return made
+
+
+def error_table(run):
+    """{layer: {"normalized_error": (mean, std), "relative_loss": (mean, std)}} over the layer's results."""
+    out = {}
+    for layer in run.layers:
+        row = {}
+        for key in ("normalized_error", "relative_loss"):
+            v = [r[key] for r in run.results if r["layer"] == layer and r.get(key) is not None]
+            row[key] = (float(np.mean(v)), float(np.std(v))) if v else (None, None)
+        out[layer] = row
+    return out
 
 
 def _html(run, m, title):
@@ -125,7 +163,7 @@ def _html(run, m, title):
     for r, d in zip(run.results, m["results"]):
         rows.append("<tr>" + "".join(f"<td>{_fmt(d.get(k))}</td>" for k in
                                      ["image", "layer", "seed", "normalized_error", "relative_loss", "iterations", "C", "T"])
-                    + f'<td><img src="{html.escape(d["png"])}" height="96"></td><td>{_svg_curve(d["loss_curve"])}</td></tr>')
+                    + f'<td><img src="{html.escape(d["png"])}" height="96"></td></tr>')
     summ = "".join(f"<tr><td>{html.escape(l)}</td><td>{_fmt(s['mean_normalized_error'])}</td>"
                    f"<td>{_fmt(s['mean_relative_loss'])}</td><td>{s['count']}</td></tr>" for l, s in m["summary"].items())
     note = "<p><b>Interrupted</b>: these are the results at the moment of Ctrl-C.</p>" if run.interrupted else ""
@@ -140,8 +178,9 @@ Normalised error = ||&Phi;(x*) &minus; &Phi;<sub>0</sub>|| / ||&Phi;<sub>0</sub>
 ||&Phi;(x) &minus; &Phi;(x<sub>0</sub>)|| / (||&Phi;(x)|| + ||&Phi;(x<sub>0</sub>)||).
 Numbers: <a href="metrics.json">metrics.json</a>.</p>
 <h2>Per layer</h2><table><tr><th>layer</th><th>mean normalised error</th><th>mean relative loss</th><th>n</th></tr>{summ}</table>
+{_plots_html(run, m)}
 <h2>Grid</h2><p>Rows: images. Columns: the original, then each layer and seed.</p><img src="grid.png" style="max-width:100%">
 <h2>Results</h2><table><tr><th>image</th><th>layer</th><th>seed</th><th>normalised error</th><th>relative loss</th>
-<th>iterations</th><th>C</th><th>T</th><th>reconstruction</th><th>loss</th></tr>{''.join(rows)}</table>
+<th>iterations</th><th>C</th><th>T</th><th>reconstruction</th></tr>{''.join(rows)}</table>
 </body></html>
 """

@@ -138,7 +138,7 @@ def test_engine_run_matches_a_plain_loop(tmp_path):
         targets = [plain_net(torch.randn(1, 3, 19, 19, generator=g, dtype=D) * 30)["fc"][0] for _ in range(3)]
     Cs = [1.0, 30.0, 300.0]
     samples = [engine.Sample("fc", t, seed=i, C=c, init=s) for i, (t, c, s) in enumerate(zip(targets, Cs, starts))]
-    results, _ = engine.optimize(fx, samples, cfg, (19, 19), dtype=D, progress=False)
+    results, _ = engine.optimize(fx, presets.recipe(cfg, samples), (19, 19), dtype=D, progress=False)
 
     B, alpha, beta, Bplus, rho = cfg.B, cfg.alpha, cfg.beta, cfg.Bplus, cfg.rho
     V, eta0, hw = B / 6.5, 0.05 * B ** 2 / alpha, 19.0 * 19.0

@@ -8,6 +8,8 @@ Re-running the same call continues the study (resume); the same call on several 
 against one ``storage`` shares it. Ctrl-C tells the running trials FAIL ("interrupted") and keeps every
 finished one.
 """
+import contextlib
+import fcntl
 import math
 import os
 import time
@@ -69,6 +71,16 @@ def _loop(study, space, n_trials, batch, evaluate, report, report_every):
     return ran, interrupted
 
 
+@contextlib.contextmanager
+def _report_lock(out_dir):
+    with open(os.path.join(out_dir, ".report.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run_sweep(evaluate, space, out_dir, *, definition, n_trials, batch=1, sampler="random", seed=None, storage=None,
               study_name=None, report=True, report_every=30.0, title=None):
     """The generic sweep (inversion and decoder sweeps are built on it). Returns a :class:`Summary`."""
@@ -84,7 +96,11 @@ def run_sweep(evaluate, space, out_dir, *, definition, n_trials, batch=1, sample
     def write(final=False):
         from .report import write_index
 
-        return write_index(study, out_dir, space, definition, title=title, importance=final)
+        # Workers sharing a run folder write its report in turn, each reading the study inside the lock, so
+        # the last writer has every trial that was told before it (without it, a worker that read the study
+        # first could write last and drop the other's final trial).
+        with _report_lock(out_dir):
+            return write_index(study, out_dir, space, definition, title=title, importance=final)
 
     ran, interrupted = _loop(study, space, n_trials, max(1, batch), evaluate, write if report else None, report_every)
     index = write(final=True) if report else None

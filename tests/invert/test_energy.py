@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from preimage.cli import cli
+from preimage.converters.onnx_torch.load import load_features
 from preimage.invert import api, engine, presets, regularizers, terms
 from preimage.invert.energy import State, evaluate
 from preimage.invert.optimizers import Adam
@@ -163,20 +164,23 @@ def test_a_term_registered_in_a_test_file_is_usable_from_the_cli(tiny_onnx, tmp_
     ("mahendran2016", [{"C": 20}, {"C": 300, "B": 60}, {"eta0": 300.0, "tv.beta": 1.0}, {"weight.tv": 0.0}]),
 ])
 def test_batched_trials_equal_separate_runs(tiny_onnx, preset, trials):
+    # float64: in float32 the convolutions' rounding depends on the batch (algorithm choice), and the
+    # percentile clipping turns a last-bit difference into a pixel zeroed or not
+    net = load_features(tiny_onnx, outputs=["conv4"], dtype=torch.float64)
     imgs = bundled.paths()[:2]
     kw = dict(preset=preset, iters=4, overrides={"fine_iters": "2"}, device="cpu", progress=False)
-    batched = api.invert(tiny_onnx, ["conv4"], imgs, trials=trials, **kw)
+    batched = api.invert(net, ["conv4"], imgs, trials=trials, **kw)
     assert len(batched.results) == len(trials) * len(imgs)
     assert all(r["batch_size"] == len(trials) * len(imgs) for r in batched.results)  # one batch
     for k, t in enumerate(trials):
-        sep = api.invert(tiny_onnx, ["conv4"], imgs, **dict(kw, overrides=dict(kw["overrides"], **{
+        sep = api.invert(net, ["conv4"], imgs, **dict(kw, overrides=dict(kw["overrides"], **{
             a: str(b) for a, b in t.items()})))
         mine = [r for r in batched.results if r["trial"] == k]
         for a, b in zip(mine, sep.results):
             assert a["image"] == b["image"]
-            np.testing.assert_allclose(a["x"].numpy(), b["x"].numpy(), rtol=1e-3, atol=1e-3 * float(b["x"].abs().max()))
-            assert a["normalized_error"] == pytest.approx(b["normalized_error"], rel=1e-3)
-            assert a["relative_loss"] == pytest.approx(b["relative_loss"], rel=1e-3)
+            np.testing.assert_allclose(a["x"].numpy(), b["x"].numpy(), rtol=1e-9, atol=1e-9 * float(b["x"].abs().max()))
+            assert a["normalized_error"] == pytest.approx(b["normalized_error"], rel=1e-9)
+            assert a["relative_loss"] == pytest.approx(b["relative_loss"], rel=1e-9)
 
 
 def test_per_sample_adam_equals_torch_adam_sample_by_sample():

@@ -17,7 +17,7 @@ from torch import nn
 
 from ...device import resolve_device
 from ...errors import PreimageError, UnsupportedError
-from . import fuse
+from . import decisions, fuse
 from . import graph as G
 
 
@@ -61,9 +61,10 @@ def _convert(pruned, where):
 
     _check_supported(pruned, where)
     try:
-        return onnx2torch.convert(pruned, attach_onnx_mapping=True)
+        module = onnx2torch.convert(pruned, attach_onnx_mapping=True)
     except NotImplementedError as e:
         raise UnsupportedError(f"onnx2torch cannot convert this graph: {e}", path=where) from None
+    return decisions.bind_producers(module)  # in-place ReLUs check their producer for hooks
 
 
 class FeatureExtractor(nn.Module):

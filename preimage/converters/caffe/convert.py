@@ -44,21 +44,25 @@ def find_weights(prototxt):
 
 
 def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
-                  input_shapes=None):
+                  input_shapes=None, preprocess=None):
     """Convert a Caffe net to an ``onnx.ModelProto`` (and write it atomically to ``output`` if given).
 
     ``weights``: the .caffemodel; default: the one of the same stem beside the prototxt. Without one,
     a :class:`PreimageError` unless ``random_weights=True`` (seeded He-normal weights, for
     structure-only work). ``input_shapes``: ``{input blob: shape}`` replacing declared shapes (e.g.
     another image size for a fully convolutional net) or giving ones the file cannot (Python or HDF5
-    data layers).
+    data layers). ``preprocess``: what the prototxt does not say about the input image, e.g.
+    ``{"channel_order": "RGB", "mean": [123.7, 116.3, 103.5], "raw_scale": 255, "scale": 0.017}``
+    (stored in the ``preimage.preprocess`` metadata; what is neither given nor in the file is assumed, and
+    a notice names it).
     """
     return convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed,
-                              input_shapes=input_shapes).model
+                              input_shapes=input_shapes, preprocess=preprocess).model
 
 
 def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
-                       weightless=False, input_shapes=None, keep_weights=True, _collect_blobs=None):
+                       weightless=False, input_shapes=None, keep_weights=True, _collect_blobs=None,
+                       preprocess=None):
     """:func:`convert_caffe` returning a :class:`Conversion` (model, notices). ``weightless=True``: no
     weights at all, they become typed graph inputs (for describing a net's structure cheaply).
     ``keep_weights=False`` (with ``output``): the weights read from the caffemodel go to the file only,
@@ -71,6 +75,7 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
                             f"{SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})")
     spec = read_net(prototxt)
     spec.input_shapes = {str(k): [int(d) for d in v] for k, v in (input_shapes or {}).items()}
+    spec.preprocess = _given_preprocess(preprocess)
     notices = list(spec.notices)
     wdict, wsha = None, None
     if weightless:
@@ -238,7 +243,41 @@ def _data_layer_shapes(b, layer, notices):
     return [[batch, chans, h, w]] + [[batch]] * (len(tops) - 1)
 
 
-def _preprocess_from(layer, input_name, shape, base_dir):
+_PREPROCESS_KEYS = ("channel_order", "mean", "raw_scale", "scale")
+
+
+def _given_preprocess(given):
+    """Check the ``preprocess=`` argument: {channel_order: BGR|RGB, mean: [..], raw_scale: x, scale: x}."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(_PREPROCESS_KEYS))
+    if unknown:
+        raise PreimageError(f"unknown preprocess key(s) {', '.join(unknown)}; expected {', '.join(_PREPROCESS_KEYS)}")
+    if "channel_order" in given:
+        given["channel_order"] = str(given["channel_order"]).upper()
+        if given["channel_order"] not in ("BGR", "RGB"):
+            raise PreimageError(f"channel_order must be BGR or RGB, not {given['channel_order']!r}")
+    if "mean" in given:
+        given["mean"] = [float(v) for v in (given["mean"] if hasattr(given["mean"], "__len__") else [given["mean"]])]
+    for k in ("raw_scale", "scale"):
+        if k in given:
+            given[k] = float(given[k])
+    return given
+
+
+def assumed_notice(meta):
+    """The notice for preprocessing that neither the model nor the caller gave (None when nothing was)."""
+    said = {"channel_order": f"channel order {meta.get('channel_order', 'BGR')} (--bgr/--rgb)",
+            "raw_scale": f"pixels 0..{meta.get('raw_scale', 255.0):g} (--raw-scale)",
+            "mean": ("mean 123,117,104 (the ImageNet mean, RGB; --mean)" if meta.get("channel_order") == "RGB"
+                     else "mean 104,117,123 (the ImageNet mean, BGR; --mean)")}
+    parts = [said[k] for k in meta.get("assumed", []) if k in said]
+    if not parts:
+        return None
+    return ("the model does not say how its input images were prepared; assumed " + ", ".join(parts)
+            + ". Give the options if the net was trained otherwise")
+
+
+def _preprocess_from(layer, input_name, shape, base_dir, given=None):
     tp = layer.transform_param if layer is not None and layer.HasField("transform_param") else None
     meta = {"input": input_name, "channel_order": "BGR", "raw_scale": 255.0}
     assumed = ["channel_order", "raw_scale"]
@@ -255,9 +294,15 @@ def _preprocess_from(layer, input_name, shape, base_dir):
             meta["mean_file"] = os.path.abspath(cand) if os.path.exists(cand) else mf
         if tp.HasField("scale"):
             meta["scale"] = float(tp.scale)
+    given = given or {}
+    if given.get("mean") is not None and len(shape) == 4 and len(given["mean"]) == 1:
+        given = dict(given, mean=given["mean"] * int(shape[1]))
+    if "mean" in given:
+        meta.pop("mean_file", None)
+    meta.update(given)
     if "mean" not in meta and "mean_file" not in meta:
         assumed.append("mean")
-    meta["assumed"] = assumed
+    meta["assumed"] = [k for k in assumed if k not in given]
     return meta
 
 
@@ -399,8 +444,11 @@ def _build(spec, b, notices, opset):
     _set_meta(model, "preimage.inputs", {n: s for n, s in graph_inputs})
     img = next(((n, s) for n, s in graph_inputs if len(s) == 4), graph_inputs[0] if graph_inputs else None)
     if img is not None:
-        pre = _preprocess_from(data_layers.get(img[0]), img[0], img[1], os.path.dirname(os.path.abspath(spec.path)))
+        pre = _preprocess_from(data_layers.get(img[0]), img[0], img[1], os.path.dirname(os.path.abspath(spec.path)),
+                               getattr(spec, "preprocess", None))
         _set_meta(model, "preimage.preprocess", pre)
+        if assumed_notice(pre):
+            notices.append(assumed_notice(pre))
     return model, layer_meta
 
 

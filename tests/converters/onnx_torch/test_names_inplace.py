@@ -98,3 +98,15 @@ def test_a_full_backward_hook_works_and_leaves_the_gradient_unchanged():
         handle.remove()
     assert len(grads) == 1
     torch.testing.assert_close(g1, g0)
+
+
+def test_validate_reads_layer_and_blob_prefixed_reference_names(tmp_path):
+    from preimage.converters.validate import validate
+
+    ref = reference("conv1", "relu1")
+    npz = tmp_path / "ref.npz"
+    np.savez(npz, **{"data": X, "layer:conv1": ref["conv1"], "blob:conv1": ref["relu1"]})
+    for keys in ("blobs", "layers"):
+        report = validate(small_net(), str(npz), keys=keys, backend="both")
+        checked = {r.name for r in report.rows}
+        assert {"layer:conv1", "blob:conv1"} <= checked and report.ok, report.table()

@@ -72,11 +72,14 @@ average pooling written as global pooling (the same computation at 224x224: the 
                        f"<td>{_num(r.get('activation'), '.3g')}</td><td>{_num(r.get('M'), '.3g')}</td></tr>"
                        for r in m["results"])
         parts.append(f"""<h3>Activation maximization of the two output units ({html.escape(m['layer'])})</h3>
-{_shows("an image, under the natural-image regularizers, that drives each class score up from noise: patterns "
-        "the classifier responds to.",
+<p>Started from noise, with C = {m['C']:g} instead of the preset's 1: with C = 1 and this few iterations
+neither unit rose above its values on the photographs and the images stayed flat grey.</p>
+{_shows("an image, under the natural-image regularizers, that drives each class score (a logit) up from noise: "
+        "patterns the classifier responds to.",
         "what the model 'looks for' in any human sense, nor a typical input of the class: one seed, one "
-        "regularization strength, and a unit's value can grow from textures no photograph has.")}
-{_table(["unit", "class", "value at the end", "M (largest value on the photographs)"], rows)}
+        "regularization strength, and a logit grows without bound from textures no photograph has (compare its "
+        "value with M).")}
+{_table(["unit", "class", "value at the end", "M (its largest value on the photographs; 1 where it is never positive there)"], rows)}
 <p><a href="open_nsfw/maximize/index.html">details</a></p><img src="open_nsfw/maximize/grid.png" style="max-width:100%">""")
     if "caricature" in t:
         c = t["caricature"]

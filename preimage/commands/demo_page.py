@@ -26,7 +26,7 @@ def html_fidelity(summary, nets):
     links = " &middot; ".join(f'<a href="{net}/index.html">{net} details</a>' for net in nets)
     return f"""<h2>1. Fidelity: random-weight models</h2>
 <p>Caffe models with seeded random weights (AlexNet architecture at 1/4 width, also written in the 2014 V1
-layout; PoseNet architecture) were written with preimage's caffemodel writer, converted to ONNX and validated
+layout; PoseNet architecture at 1/2 width) were written with preimage's caffemodel writer, converted to ONNX and validated
 against PyTorch on every blob. The sample photographs were then reconstructed from their features with the
 <code>mahendran2016</code> preset ({s['iters']} + {s['fine_iters']} iterations, the paper 300 + 50; {s['seeds']} seed(s)).</p>
 {_shows("that the conversion computes the same values in ONNX Runtime and PyTorch (and from the V1 layout), and "
@@ -58,8 +58,8 @@ average pooling written as global pooling (the same computation at 224x224: the 
 <h3>Inversion at four depths</h3>
 {_shows("what a trained network's features keep of a photograph as depth grows: each reconstruction is an "
         "image with (nearly) the same features at that layer, so what survives in it is what the layer keeps, and "
-        "what differs from the original is what the layer discards; the pooled 1024-d descriptor has no layout "
-        "left at all.",
+        "what differs from the original is what the layer discards; the pooled 1024-d descriptor, a global "
+        "average, keeps next to no layout.",
         "converged reconstructions (fewer iterations and a smaller input than the paper), nor what an ImageNet "
         "classifier keeps (this one was fine-tuned for a two-class task); the constant C is the preset's default "
         "rule, not tuned for this network.")}

@@ -8,7 +8,7 @@ import errno
 import errno
 import importlib
 import os
-import os
+import warnings
 
 import click
 
@@ -139,7 +139,16 @@ def convert():
     """
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """preimage's own warnings as one line, like the commands' notices; others as Python shows them."""
+    if category.__module__.startswith("preimage."):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv=None):
+    warnings.showwarning = _show_warning
     return cli.main(args=argv, prog_name="preimage")
 
 

@@ -19,13 +19,24 @@ from .options import parse_shape
               help="No caffemodel: seeded He-normal weights, for structure-only work.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-weights.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=N,C,H,W",
-              help="Replace an input's declared shape (repeatable), or give one the prototxt cannot "
-                   "(Python or HDF5 data layers).")
+              help="Replace an input's declared shape (repeatable, once per input), or give one the prototxt "
+                   "cannot (Python or HDF5 data layers).")
 @click.option("--until", metavar="LAYER", default=None,
               help="Convert only what LAYER (a layer or blob name) needs, e.g. a backbone without its head.")
 @click.option("--strict", is_flag=True,
               help="Fail on the first layer that cannot be converted, instead of leaving it out.")
-def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_shapes, until, strict):
+@click.option("--mean", metavar="M1,M2,M3", default=None,
+              help="Per-channel mean in raw pixel units, in the net's channel order (or one value for all), "
+                   "when the prototxt has none. Default: assumed 104,117,123 (ImageNet, BGR), with a warning.")
+@click.option("--bgr/--rgb", "bgr", default=None,
+              help="The net's channel order. Default: assumed BGR (Caffe's), with a warning.")
+@click.option("--raw-scale", type=float, default=None,
+              help="The pixel range the net expects: 255 for 0..255, 1 for 0..1. Default: assumed 255, with a warning.")
+@click.option("--scale", type=float, default=None,
+              help="Multiplier after mean subtraction (Caffe's transform_param.scale; e.g. 0.017). Default: the "
+                   "prototxt's, else 1.")
+def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_shapes, until, strict, mean, bgr,
+                  raw_scale, scale):
     """Convert a Caffe net (deploy prototxt + caffemodel) to ONNX that computes what Caffe computed.
 
     \b
@@ -35,6 +46,7 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
       preimage convert caffe net.prototxt --random-weights     # structure only, no caffemodel
       preimage convert caffe fcn.prototxt --input-shape data=1,3,500,500
       preimage convert caffe ssd.prototxt --until fc7          # the backbone, without the SSD head
+      preimage convert caffe resnet.prototxt --rgb --mean 123.7,116.3,103.5 --scale 0.017
 
     \b
     A layer that cannot be converted (a detection head, a fork's or an unknown layer type, a field
@@ -46,7 +58,10 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
     Every Caffe layer becomes ONNX nodes whose output is named after the layer (<layer>/<top> for
     several tops); the final value of every blob is listed in the model's metadata 'preimage.blobs'.
     V1 (2014-era 'layers') files, declared inputs and data layers are read; loss and accuracy
-    layers are dropped. Then try: preimage layers NET.onnx
+    layers are dropped. How images were prepared for the net (channel order, mean, pixel range) is
+    stored in the model's 'preimage.preprocess' metadata: from the prototxt's transform_param, else
+    from --bgr/--rgb, --mean, --raw-scale and --scale, else assumed (with a warning naming what).
+    Then try: preimage layers NET.onnx
     """
     from ..converters.caffe.convert import convert_caffe_full  # deferred: onnx; --help stays fast
 
@@ -61,9 +76,12 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
             raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape") from None
         if not name.strip():
             raise click.BadParameter(f"expected NAME=N,C,H,W, got {item!r}", param_hint="--input-shape")
+        if sum(i.partition("=")[0].strip() == name.strip() for i in input_shapes) > 1:  # not: the last one wins
+            raise click.BadParameter(f"input {name.strip()!r} is given twice; give each input's shape once",
+                                     param_hint="--input-shape")
     conv = convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed,
                               input_shapes=shapes, keep_weights=False,  # the file is all we need
-                              strict=strict, until=until)
+                              strict=strict, until=until, preprocess=_preprocess(mean, bgr, raw_scale, scale))
     for note in conv.notices:
         click.echo(f"warning: {note}", err=True)
     m = conv.model
@@ -81,6 +99,22 @@ def convert_caffe(prototxt, weights, output, opset, random_weights, seed, input_
     if left:
         click.echo(f"  left out: {len(left)} layer(s): {', '.join(e['name'] for e in left[:8])}"
                    + (" ..." if len(left) > 8 else "") + "  (see the warnings; --strict to fail instead)")
+
+
+def _preprocess(mean, bgr, raw_scale, scale):
+    given = {}
+    if mean is not None:
+        try:
+            given["mean"] = [float(v) for v in mean.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"expected numbers like 104,117,123, got {mean!r}", param_hint="--mean") from None
+    if bgr is not None:
+        given["channel_order"] = "BGR" if bgr else "RGB"
+    if raw_scale is not None:
+        given["raw_scale"] = raw_scale
+    if scale is not None:
+        given["scale"] = scale
+    return given
 
 
 def _dims(v):

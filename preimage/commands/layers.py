@@ -97,6 +97,13 @@ def layers(model, blobs, as_json, torch_view):
             rows.append((r["blob"], r["value"], _fmt_shape(r["shape"]), _fmt_rf(r["receptive_field"]))
                         + ((r["torch"],) if inv else ()))
         _print_rows(rows)
+        values = {v for r in table["layers"] for v in r["values"]}
+        both = [r["blob"] for r in table["blobs"] if r["blob"] in values and r["value"] != r["blob"]]
+        if both:
+            shown = ", ".join(both[:6]) + (", ..." if len(both) > 6 else "")
+            click.echo(f"\n{shown}: both a layer output and a blob (after in-place layers). In -l/--layer and "
+                       f"outputs=, a bare name is the layer output (with a warning); write layer:{both[0]} or "
+                       f"blob:{both[0]} to choose.")
 
 
 def _invertible(model, loaded):

@@ -46,14 +46,17 @@ def find_weights(prototxt):
 
 
 def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
-                  input_shapes=None, strict=False, until=None):
+                  input_shapes=None, strict=False, until=None, preprocess=None):
     """Convert a Caffe net to an ``onnx.ModelProto`` (and write it atomically to ``output`` if given).
 
     ``weights``: the .caffemodel; default: the one of the same stem beside the prototxt. Without one,
     a :class:`PreimageError` unless ``random_weights=True`` (seeded He-normal weights, for
     structure-only work). ``input_shapes``: ``{input blob: shape}`` replacing declared shapes (e.g.
     another image size for a fully convolutional net) or giving ones the file cannot (Python or HDF5
-    data layers).
+    data layers). ``preprocess``: what the prototxt does not say about the input image, e.g.
+    ``{"channel_order": "RGB", "mean": [123.7, 116.3, 103.5], "raw_scale": 255, "scale": 0.017}``
+    (stored in the ``preimage.preprocess`` metadata; what is neither given nor in the file is assumed, and
+    a notice names it).
 
     Layers that cannot be converted (fork or unknown types, fields no known schema has) are left out
     with everything that needs them, with a warning each (``convert_caffe_full(...).notices``) and the
@@ -61,7 +64,7 @@ def convert_caffe(prototxt, weights=None, output=None, *, opset=None, random_wei
     ``until``: a layer or blob name; only what computing it needs is converted.
     """
     return convert_caffe_full(prototxt, weights, output, opset=opset, random_weights=random_weights, seed=seed,
-                              input_shapes=input_shapes, strict=strict, until=until).model
+                              input_shapes=input_shapes, strict=strict, until=until, preprocess=preprocess).model
 
 
 def random_blobs(prototxt, seed=0):
@@ -74,7 +77,7 @@ def random_blobs(prototxt, seed=0):
 
 def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, random_weights=False, seed=0,
                        weightless=False, input_shapes=None, keep_weights=True, strict=False, until=None,
-                       _collect_blobs=None):
+                       _collect_blobs=None, preprocess=None):
     """:func:`convert_caffe` returning a :class:`Conversion` (model, notices). ``weightless=True``: no
     weights at all, they become typed graph inputs (for describing a net's structure cheaply).
     ``keep_weights=False`` (with ``output``): the weights read from the caffemodel go to the file only,
@@ -90,6 +93,7 @@ def convert_caffe_full(prototxt, weights=None, output=None, *, opset=None, rando
         spec.layers = needed_layers(spec, until)
         spec.until = until
     spec.input_shapes = {str(k): [int(d) for d in v] for k, v in (input_shapes or {}).items()}
+    spec.preprocess = _given_preprocess(preprocess)
     notices = list(spec.notices)
     wdict, wsha = None, None
     if weightless:
@@ -257,7 +261,41 @@ def _data_layer_shapes(b, layer, notices):
     return [[batch, chans, h, w]] + [[batch]] * (len(tops) - 1)
 
 
-def _preprocess_from(layer, input_name, shape, base_dir):
+_PREPROCESS_KEYS = ("channel_order", "mean", "raw_scale", "scale")
+
+
+def _given_preprocess(given):
+    """Check the ``preprocess=`` argument: {channel_order: BGR|RGB, mean: [..], raw_scale: x, scale: x}."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(_PREPROCESS_KEYS))
+    if unknown:
+        raise PreimageError(f"unknown preprocess key(s) {', '.join(unknown)}; expected {', '.join(_PREPROCESS_KEYS)}")
+    if "channel_order" in given:
+        given["channel_order"] = str(given["channel_order"]).upper()
+        if given["channel_order"] not in ("BGR", "RGB"):
+            raise PreimageError(f"channel_order must be BGR or RGB, not {given['channel_order']!r}")
+    if "mean" in given:
+        given["mean"] = [float(v) for v in (given["mean"] if hasattr(given["mean"], "__len__") else [given["mean"]])]
+    for k in ("raw_scale", "scale"):
+        if k in given:
+            given[k] = float(given[k])
+    return given
+
+
+def assumed_notice(meta):
+    """The notice for preprocessing that neither the model nor the caller gave (None when nothing was)."""
+    said = {"channel_order": f"channel order {meta.get('channel_order', 'BGR')} (--bgr/--rgb)",
+            "raw_scale": f"pixels 0..{meta.get('raw_scale', 255.0):g} (--raw-scale)",
+            "mean": ("mean 123,117,104 (the ImageNet mean, RGB; --mean)" if meta.get("channel_order") == "RGB"
+                     else "mean 104,117,123 (the ImageNet mean, BGR; --mean)")}
+    parts = [said[k] for k in meta.get("assumed", []) if k in said]
+    if not parts:
+        return None
+    return ("the model does not say how its input images were prepared; assumed " + ", ".join(parts)
+            + ". Give the options if the net was trained otherwise")
+
+
+def _preprocess_from(layer, input_name, shape, base_dir, given=None):
     tp = layer.transform_param if layer is not None and layer.HasField("transform_param") else None
     meta = {"input": input_name, "channel_order": "BGR", "raw_scale": 255.0}
     assumed = ["channel_order", "raw_scale"]
@@ -274,9 +312,15 @@ def _preprocess_from(layer, input_name, shape, base_dir):
             meta["mean_file"] = os.path.abspath(cand) if os.path.exists(cand) else mf
         if tp.HasField("scale"):
             meta["scale"] = float(tp.scale)
+    given = given or {}
+    if given.get("mean") is not None and len(shape) == 4 and len(given["mean"]) == 1:
+        given = dict(given, mean=given["mean"] * int(shape[1]))
+    if "mean" in given:
+        meta.pop("mean_file", None)
+    meta.update(given)
     if "mean" not in meta and "mean_file" not in meta:
         assumed.append("mean")
-    meta["assumed"] = assumed
+    meta["assumed"] = [k for k in assumed if k not in given]
     return meta
 
 
@@ -453,8 +497,10 @@ class _NetPass:
                    self.graph_inputs[0] if self.graph_inputs else None)
         if img is not None:
             pre = _preprocess_from(self.data_layers.get(img[0]), img[0], img[1],
-                                   os.path.dirname(os.path.abspath(spec.path)))
+                                   os.path.dirname(os.path.abspath(spec.path)), getattr(spec, "preprocess", None))
             _set_meta(model, "preimage.preprocess", pre)
+            if assumed_notice(pre):
+                self.notices.append(assumed_notice(pre))
         return model
 
 

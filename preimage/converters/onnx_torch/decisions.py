@@ -27,12 +27,21 @@ from .registry import override
 class ReLU(nn.Module):
     """``inplace``: overwrite the input, as a hand-written net would after a convolution (set by the
     converter only where nothing else reads the input and its producer does not keep its output for the
-    backward pass; autograd's version check would catch any mistake loudly)."""
+    backward pass; autograd's version check would catch any mistake loudly).
+
+    Overwriting is only done while nothing can see it: a hook on the producing module (the way Lucent,
+    Captum and torchlens read a layer) keeps a reference to that module's output, which must stay the
+    module's own output, not this ReLU's. So at each call the ReLU looks for hooks on itself, on its
+    producer (bound by :func:`bind_producers`) and global module hooks, and computes out of place when
+    there are any. Without a bound producer it never runs in place.
+    """
 
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = inplace
         self.decide_from = None  # a tensor whose > 0 mask replaces x > 0 (see module docstring)
+        # the producing module, kept out of the module tree (a plain attribute, not a submodule)
+        object.__setattr__(self, "producer", None)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
@@ -40,7 +49,36 @@ class ReLU(nn.Module):
     def forward(self, x):
         if self.decide_from is not None and self.decide_from.shape == x.shape:
             return x * (self.decide_from > 0).to(x.dtype)
-        return torch.relu_(x) if self.inplace else torch.relu(x)
+        if self.inplace and self.producer is not None and not (observed(self) or observed(self.producer)):
+            return torch.relu_(x)
+        return torch.relu(x)
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+# torch keeps global module hooks (register_module_forward_hook, ...) in these module-level dicts
+_GLOBAL_HOOK_DICTS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                      "_global_backward_pre_hooks")
+
+
+def observed(module):
+    """True when a hook could see ``module``'s input or output (its own hooks or global module hooks)."""
+    if any(getattr(module, d, None) for d in _HOOK_DICTS):
+        return True
+    return any(getattr(torch.nn.modules.module, d, None) for d in _GLOBAL_HOOK_DICTS)
+
+
+def bind_producers(graph_module):
+    """Tell each in-place ReLU of a converted graph which module produces its input (by ONNX value)."""
+    producers = {}
+    for module in graph_module.modules():
+        mapping = getattr(module, "onnx_mapping", None)
+        if mapping is not None:
+            for v in mapping.outputs:
+                producers[v] = module
+    for module in graph_module.modules():
+        if isinstance(module, ReLU) and module.inplace:
+            object.__setattr__(module, "producer", producers.get(module.onnx_mapping.inputs[0]))
+    return graph_module
 
 
 # producers whose backward does not need their own output, so that a ReLU may overwrite it

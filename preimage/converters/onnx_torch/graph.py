@@ -7,6 +7,7 @@ metadata (a blob's final value, after in-place layers). Models not made by preim
 names.
 """
 import os
+import warnings
 
 import onnx
 from onnx import helper
@@ -112,6 +113,22 @@ def blob_map(model):
     return {str(k): str(v) for k, v in blobs.items()}
 
 
+class AmbiguousNameWarning(UserWarning):
+    """A bare name that is both a layer output and a Caffe blob holding another value."""
+
+
+PREFIXES = ("layer", "blob")
+_warned = set()  # (graph name, name, blob value) warned about: once per process, whatever the warning filters
+
+
+def split_name(name):
+    """``"blob:fc5"`` -> ``("blob", "fc5")``, ``"layer:fc5"`` -> ``("layer", "fc5")``, ``"fc5"`` -> ``(None, "fc5")``."""
+    kind, sep, rest = str(name).partition(":")
+    if sep and kind in PREFIXES and rest:
+        return kind, rest
+    return None, str(name)
+
+
 def resolve(model, names, keys="auto", what="model"):
     """Map requested names to value names.
 
@@ -119,24 +136,33 @@ def resolve(model, names, keys="auto", what="model"):
     models without blob metadata), ``"auto"`` (value names first, then blob names). Outside ``"blobs"``,
     a name matching none of these may also be a node name: a single-output node resolves to its output
     value (models from other exporters name nodes ``/features/features.3/Conv`` and their values
-    ``..._output_0``). Returns
-    ``(found: {name: value}, missing: [name])``.
+    ``..._output_0``). A name written ``layer:NAME`` or ``blob:NAME`` takes that reading whatever ``keys``
+    says. With ``keys="auto"``, a bare name that is both a layer value and a blob holding another value
+    (AlexNet's ``conv3``: the blob holds relu3's output) resolves to the layer value and warns once
+    (:class:`AmbiguousNameWarning`). Returns ``(found: {name: value}, missing: [name])``.
     """
     values = set(value_names(model))
     blobs = blob_map(model)
+    inputs = graph_inputs(model)
     node_names = single_output_nodes(model)
     found, missing = {}, []
     for name in names:
-        if keys == "blobs" and blobs:
-            value = blobs.get(name)
-            if value is None and name in graph_inputs(model):
-                value = name
-        elif keys == "layers" or not blobs:
-            value = name if name in values else None
+        kind, bare = (None, name) if name in values else split_name(name)
+        reading = {"layer": "layers", "blob": "blobs"}.get(kind, keys)
+        if kind == "blob":
+            value = blobs.get(bare, bare if bare in inputs else None)
+        elif reading == "blobs" and blobs:
+            value = blobs.get(bare)
+            if value is None and bare in inputs:
+                value = bare
+        elif reading == "layers" or not blobs:
+            value = bare if bare in values else None
         else:
-            value = name if name in values else blobs.get(name)
-        if value is None and keys != "blobs":
-            value = node_names.get(name)  # a node name (what 'preimage layers' lists for foreign models)
+            value = bare if bare in values else blobs.get(bare)
+            if value == bare and blobs.get(bare, bare) != bare:
+                _warn_ambiguous(model, bare, blobs[bare])
+        if value is None and reading != "blobs":
+            value = node_names.get(bare)  # a node name (what 'preimage layers' lists for foreign models)
         if value is not None and value in values:
             found[name] = value
         else:
@@ -160,6 +186,17 @@ def left_out_error(model, name):
                         f"(convert with --until LAYER to stop before it, or see 'preimage layers')")
 
 
+def _warn_ambiguous(model, name, blob_value):
+    key = (model.graph.name, name, blob_value)
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(f"{name!r} is both a layer output and a Caffe blob holding another value (after in-place "
+                  f"layers: {blob_value!r}); using the layer output. Write layer:{name} to say so, or "
+                  f"blob:{name} for the blob (what 'preimage validate' and pycaffe's net.blobs compare)",
+                  AmbiguousNameWarning, stacklevel=3)
+
+
 def single_output_nodes(model):
     """``{node name: its output value}`` for named nodes with exactly one output."""
     out = {}
@@ -180,6 +217,8 @@ def describe_available(model, keys="auto", limit=60):
     else:
         names = value_names(model) + [b for b in blobs if b not in set(value_names(model))]
     shown = ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+    if blobs:
+        shown += " (write layer:NAME or blob:NAME to pick one reading)"
     return shown
 
 

@@ -21,7 +21,7 @@ from ...preprocess import Preprocess
 from ..caffe.convert import convert_caffe
 from ..geometry import receptive_fields
 from . import cache as cache_mod
-from . import fuse
+from . import decisions, fuse
 from . import graph as G
 from . import shapes
 
@@ -66,9 +66,10 @@ def _convert(pruned, where):
     _check_supported(pruned, where)
     try:
         with shapes.light_inference():  # shape inference without serialising the weights (shapes.py)
-            return onnx2torch.convert(pruned, attach_onnx_mapping=True)
+            module = onnx2torch.convert(pruned, attach_onnx_mapping=True)
     except NotImplementedError as e:
         raise UnsupportedError(f"onnx2torch cannot convert this graph: {e}", path=where) from None
+    return decisions.bind_producers(module)  # in-place ReLUs check their producer for hooks
 
 
 def _build(onnx_model, node_values, where):

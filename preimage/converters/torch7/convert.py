@@ -59,6 +59,21 @@ def _flatten(out):
     return [out]
 
 
+def input_shapes(input_shape):
+    """``(1, 3, 224, 224)`` -> ``[(1, 3, 224, 224)]``; a list of shapes (one per input) stays a list."""
+    if input_shape is None:
+        return []
+    shapes = list(input_shape)
+    if all(isinstance(d, int) for d in shapes):
+        return [tuple(shapes)] if shapes else []
+    return [tuple(int(d) for d in s) for s in shapes]
+
+
+def expected_inputs(module):
+    """The number of inputs a converted module takes (an nngraph gModule may take several)."""
+    return int(getattr(module, "n_inputs", 1))
+
+
 def convert_torch7(model, output=None, *, input_shape=None, dtype="float32", key=None, opset=17,
                    dynamic_batch=True, **read_options):
     """Convert a .t7 nn model; write ``output`` (``.onnx`` or ``.pt``) atomically when given.
@@ -66,8 +81,9 @@ def convert_torch7(model, output=None, *, input_shape=None, dtype="float32", key
     Returns the ``torch.nn.Module``. ``.pt``: a checkpoint loadable with
     ``torch.load(path, weights_only=True)``; rebuild the module with
     :func:`preimage.converters.torch7.load_checkpoint`. ``.onnx``: needs ``input_shape``
-    (e.g. ``(1, 3, 224, 224)``; a .t7 file does not record it); the batch dimension is dynamic
-    (named ``N``) unless ``dynamic_batch=False``.
+    (e.g. ``(1, 3, 224, 224)``, or a list of shapes, one per input, for a gModule with several
+    inputs; a .t7 file does not record them); the batch dimension is dynamic (named ``N``) unless
+    ``dynamic_batch=False``.
     """
     model = Path(model)
     torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
@@ -80,37 +96,53 @@ def convert_torch7(model, output=None, *, input_shape=None, dtype="float32", key
     if output.suffix == ".pt" or output.suffix == ".pth":
         save_checkpoint(output, node, module, source=source)
     elif output.suffix == ".onnx":
-        if not input_shape:
+        shapes = input_shapes(input_shape)
+        if not shapes:
             raise PreimageError("ONNX export needs the input shape (a .t7 file does not store it): "
                                 "pass input_shape=(N, C, H, W) / --input-shape 1,3,224,224", path=model)
-        export_onnx(module, output, tuple(int(s) for s in input_shape), opset=opset, dynamic_batch=dynamic_batch,
-                    source=source)
+        if len(shapes) != expected_inputs(module):
+            raise PreimageError(f"the model takes {expected_inputs(module)} input(s), but {len(shapes)} input shape(s) "
+                                f"were given; give --input-shape once per input, in order", path=model)
+        export_onnx(module, output, shapes, opset=opset, dynamic_batch=dynamic_batch, source=source)
     else:
         raise PreimageError(f"unknown output type {output.suffix!r}: use .onnx or .pt", path=output)
     return module
 
 
+def input_names(n):
+    """ONNX input names: ``input`` for one input, ``input_1``, ``input_2``, ... for several."""
+    return ["input"] if n == 1 else [f"input_{i}" for i in range(1, n + 1)]
+
+
 def export_onnx(module, output, input_shape, *, opset=17, dynamic_batch=True, source=None):
-    """Export ``module`` to ONNX with the TorchScript-based exporter (no onnxscript needed)."""
+    """Export ``module`` to ONNX with the TorchScript-based exporter (no onnxscript needed).
+    ``input_shape``: one shape, or a list of shapes for a module with several inputs."""
+    import onnx  # deferred: only when exporting
+
+    shapes = input_shapes(input_shape)
     dtype = next((p.dtype for p in module.state_dict().values() if p.is_floating_point()), torch.float32)
-    example = torch.randn(*input_shape, dtype=dtype)
+    examples = tuple(torch.randn(*s, dtype=dtype) for s in shapes)
+    shown = " and ".join(map(str, shapes))
     try:
         with torch.no_grad():
-            outs = _flatten(module(example))
+            outs = _flatten(module(*examples))
     except RuntimeError as e:
-        raise PreimageError(f"the model does not run on an input of shape {input_shape}: {e}") from None
+        raise PreimageError(f"the model does not run on input(s) of shape {shown}: {e}") from None
+    except PreimageError as e:
+        raise PreimageError(f"the model does not run on input(s) of shape {shown}: {e}") from None
+    names = input_names(len(shapes))
     out_names = ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(1, len(outs) + 1)]
-    dynamic_axes = {n: {0: "N"} for n in ["input"] + out_names} if dynamic_batch else None
+    dynamic_axes = {n: {0: "N"} for n in names + out_names} if dynamic_batch else None
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (example,), buf, input_names=["input"], output_names=out_names,
+            torch.onnx.export(module, examples, buf, input_names=names, output_names=out_names,
                               dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False)
     except Exception as e:  # the exporter raises many kinds
         raise PreimageError(f"ONNX export failed: {type(e).__name__}: {e}") from None
     proto = onnx.load_from_string(buf.getvalue())
-    meta = {"preimage.inputs": json.dumps({"input": list(input_shape)}),
+    meta = {"preimage.inputs": json.dumps({n: list(s) for n, s in zip(names, shapes)}),
             "preimage.source": json.dumps(source or {})}
     for k, v in meta.items():
         entry = proto.metadata_props.add()

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...errors import PreimageError
+
 
 def _prod(xs):
     return math.prod(int(x) for x in xs)
@@ -281,13 +283,32 @@ class Graph(nn.Module):
         self.input_node = input_node
         self.output_node = output_node
 
+    @property
+    def n_inputs(self):
+        """How many inputs the graph takes: nngraph splits a table input into the elements its select
+        nodes pick (a node reading the input node, or a module-less node passing it on, is such a split)."""
+        passes = {self.input_node}
+        for i, (mod, parents, select) in enumerate(self.nodes):
+            if mod < 0 and not select and len(parents) == 1 and parents[0] in passes:
+                passes.add(i)
+        picks = [select for mod, parents, select in self.nodes if select and parents and parents[0] in passes]
+        return max(picks, default=1)
+
     def forward(self, *inputs):
         if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
             inputs = tuple(inputs[0])
+        if len(inputs) != self.n_inputs:
+            raise PreimageError(f"this nngraph gModule takes {self.n_inputs} input(s) (a table in Lua), got "
+                                f"{len(inputs)}: call it with {self.n_inputs} tensors (on the command line: "
+                                f"--input-shape once per input)")
         values = [None] * len(self.nodes)
         for i, (mod, parents, select) in enumerate(self.nodes):
             args = list(inputs) if i == self.input_node else [values[p] for p in parents]
             if select:
+                if not isinstance(args[0], (list, tuple)) or len(args[0]) < select:
+                    got = f"a tensor of shape {list(args[0].shape)}" if torch.is_tensor(args[0]) else \
+                        f"{len(args[0])} value(s)" if isinstance(args[0], (list, tuple)) else type(args[0]).__name__
+                    raise PreimageError(f"gModule node {i + 1} takes element {select} of a table, got {got}")
                 out = args[0][select - 1]
             else:
                 x = args[0] if len(args) == 1 else args

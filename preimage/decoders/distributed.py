@@ -35,11 +35,15 @@ class Distributed:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, kind, value, tb):
+        self.close(together=kind is None)
 
-    def close(self):
+    def close(self, together=True):
+        """Close the group this object opened; ``together``: first wait for every rank (a rank that tears its
+        gloo connections down while a peer still uses them can abort at exit, 'terminate called ...')."""
         if self.opened:
+            if together:
+                dist.barrier()
             dist.destroy_process_group()
             self.opened = False
 

@@ -50,6 +50,11 @@ def _coerce(value, default, key, name):
         if v in ("0", "false", "no", "off"):
             return False
         raise PreimageError(f"{name}: option {key}={value!r} must be true or false", where="--model")
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except ValueError:
+            raise PreimageError(f"{name}: option {key}={value!r} must be a number", where="--model") from None
     if isinstance(default, int) or key == "size":
         try:
             parts = [int(p) for p in value.lower().split("x")]

@@ -20,6 +20,7 @@ COMMANDS = {
     "caricature": "preimage.commands.invert:caricature",
     "demo": "preimage.commands.demo:demo",
     "decoder": "preimage.commands.decoder:decoder",
+    "features": "preimage.commands.features:features",
 }
 
 CONVERT_COMMANDS = {
@@ -37,6 +38,7 @@ SHORT_HELP = {
     "caricature": "Exaggerate what a layer sees in an image.",
     "demo": "Build bundled models, convert, validate and invert sample images.",
     "decoder": "Learned upconvolutional decoders: extract, train, apply.",
+    "features": "Write a model's values at some layers for images to an .npz.",
     "caffe": "Caffe prototxt + caffemodel -> ONNX.",
     "torch7": "Torch7 .t7 model -> ONNX or PyTorch checkpoint.",
 }

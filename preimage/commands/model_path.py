@@ -13,6 +13,10 @@ def model_path(ctx, param, value):
     """click callback: refuse a weights-only or unconverted file (a missing file is the loaders' to report)."""
     if value is None:
         return value
+    from ..models.representations import is_spec
+
+    if is_spec(value):  # hog, hogb:cell=8, dsift, lbp: a representation, not a file
+        return value
     stem, ext = os.path.splitext(value)
     ext = ext.lower()
     if ext == ".caffemodel":

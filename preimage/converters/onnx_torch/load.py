@@ -194,7 +194,13 @@ def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None):
     outputs. ``keys``: ``"auto"``, ``"layers"`` or ``"blobs"`` to force one reading of the names.
     ``device``: ``"cpu"``, ``"cuda"``, ``"auto"`` or a torch.device. ``dtype``: e.g. ``torch.float64``.
     A name the model does not have raises :class:`PreimageError` listing the available names.
+    ``model`` may also be a representation spec (``"hog"``, ``"dsift:bin=4,step=2"``, see
+    docs/representations.md); ``keys`` does not apply to it.
     """
+    from ...models.representations import build, is_spec
+
+    if is_spec(model):
+        return build(model, device=device, outputs=outputs, dtype=dtype)
     onnx_model, base_dir, where = _open(model)
     if outputs is None:
         outputs = [o.name for o in onnx_model.graph.output]

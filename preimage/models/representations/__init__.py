@@ -8,7 +8,7 @@
 A spec is ``NAME`` or ``NAME:key=value,key=value``; every representation is one function registered in
 :data:`REPRESENTATIONS` (its keyword arguments are the options). See docs/representations.md.
 """
-from .base import REPRESENTATIONS, Representation, build, is_spec, parse_spec  # noqa: F401
+from .base import REPRESENTATIONS, Representation, build, is_spec, layer_table, parse_spec  # noqa: F401
 from . import dsift, hog, lbp  # noqa: F401  (register the builders)
 
-__all__ = ["REPRESENTATIONS", "Representation", "build", "is_spec", "parse_spec"]
+__all__ = ["REPRESENTATIONS", "Representation", "build", "is_spec", "layer_table", "parse_spec"]

@@ -70,7 +70,10 @@ def _coerce(value, default, key, name):
 
 
 def build(spec, device="cpu", outputs=None, dtype=None):
-    """The representation module for ``spec`` on ``device`` (its ``outputs``: default the descriptor)."""
+    """The representation module for ``spec`` on ``device`` (its ``outputs``: default the descriptor).
+
+    Every representation takes ``size`` (``256``, ``240x320``; ``0``: images keep their own size), the
+    input size its preprocessing resizes and centre-crops images to."""
     name, options = parse_spec(spec)
     fn = REPRESENTATIONS.get_or_fail(name)
     params = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
@@ -109,7 +112,7 @@ class Representation(nn.Module):
         self.input_names = [INPUT]
         self.all_input_names = [INPUT]
         self.input_shapes = {INPUT: [None, self.channels, None, None]}
-        size = list(size) if size else None
+        size = list(size) if size and max(size) > 0 else None  # size=0: images keep their own size
         if size is not None and (len(size) != 2 or min(size) < 4):
             raise PreimageError(f"{name}: size must be H x W of at least 4 x 4 pixels, got {size}", where="--model")
         self.preprocess = Preprocess(input=INPUT, channel_order="RGB", mean=[0.0, 0.0, 0.0], raw_scale=1.0,
@@ -171,3 +174,18 @@ def grey(x):
     if x.shape[1] == 1:
         return x
     return 0.2989 * x[:, 0:1] + 0.5870 * x[:, 1:2] + 0.1140 * x[:, 2:3]
+
+
+def layer_table(spec, size=None):
+    """``preimage layers``' table for a representation: every stage's shape at the preprocessing's input
+    size (or ``size``) and its receptive field, in :func:`preimage.converters.geometry.layer_table`'s
+    format (no blobs)."""
+    net = build(spec)
+    h, w = size or net.preprocess.input_size or (256, 256)
+    net.select(list(net.stages))
+    with torch.no_grad():
+        values = net(torch.zeros(1, 3, h, w))
+    rf = net.receptive_fields
+    rows = [{"name": name, "type": type(net).__name__, "values": [name], "shape": [None] + list(v.shape[1:]),
+             "receptive_field": rf.get(name)} for name, v in values.items()]
+    return {"inputs": {INPUT: [1, 3, h, w]}, "layers": rows, "blobs": []}

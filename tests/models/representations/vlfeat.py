@@ -84,7 +84,7 @@ def hog(image, cell=8, variant="uoctti", orientations=9, bilinear=False):
     return out
 
 
-def dsift(grey, bin=8, step=8, fast=True):
+def dsift(grey, bin=8, step=8, fast=True, window=2.0):
     """vl_dsift_process on an H x W image (4 x 4 x 8 geometry) -> 128 x ny x nx float32, channel order
     (bin y, bin x, orientation) as VLFeat stores a descriptor, frames in raster order."""
     vl = lib()
@@ -93,6 +93,7 @@ def dsift(grey, bin=8, step=8, fast=True):
     f = vl.vl_dsift_new_basic(w, h, step, bin)
     try:
         f.contents.useFlatWindow = int(fast)
+        f.contents.windowSize = float(window)
         vl._vl_dsift_update_buffers(f)
         vl.vl_dsift_process(f, _ptr(im))
         s = f.contents

@@ -28,15 +28,13 @@ BINS_T, BINS_XY = 8, 4
 
 
 def fast_atan2(y, x):
-    """vl_fast_atan2_f, operation by operation."""
+    """vl_fast_atan2_f, operation by operation (the x < 0 branch as sign flips, which are exact)."""
     c3, c1 = 0.1821, 0.9675
     abs_y = torch.abs(y) + EPS_F
     pos = x >= 0
-    num = torch.where(pos, x - abs_y, x + abs_y)
-    den = torch.where(pos, x + abs_y, abs_y - x)
-    r = num / den
-    base = torch.where(pos, torch.full_like(x, float(np.float32(math.pi / 4))),
-                       torch.full_like(x, float(np.float32(3 * math.pi / 4))))
+    s = torch.where(pos, 1.0, -1.0).to(x.dtype)
+    r = (x - s * abs_y) / (s * x + abs_y)
+    base = torch.where(pos, float(np.float32(math.pi / 4)), float(np.float32(3 * math.pi / 4))).to(x.dtype)
     angle = base + (c3 * r * r - c1) * r
     return torch.where(y < 0, -angle, angle)
 
@@ -62,11 +60,13 @@ def fast_sqrt(v):
 class DSIFT(Representation):
     stages = ("grey", "gradients", "orientations", "cells", "dsift")
 
-    def __init__(self, bin=8, step=8, fast=True, window=2.0, size=(256, 256)):
+    def __init__(self, bin=8, step=8, fast=True, window=2.0, exact=True, size=(256, 256)):
         super().__init__("dsift", size)
         if bin < 2 or step < 1:
             raise PreimageError(f"dsift: need bin >= 2 and step >= 1 (got bin={bin}, step={step})", where="--model")
         self.bin, self.step, self.fast, self.window = int(bin), int(step), bool(fast), float(window)
+        self.exact = bool(exact)
+        self._matrices = {}
         self.register_buffer("_dev", torch.zeros(0), persistent=False)
 
     def min_size(self):
@@ -106,53 +106,80 @@ class DSIFT(Representation):
         o = o.scatter(1, torch.remainder(b, BINS_T), (1 - frac) * mod)
         return o.scatter_add(1, torch.remainder(b + 1, BINS_T), frac * mod)
 
-    def _conv(self, o, kernel, dim):
-        """Correlate every map with ``kernel`` along ``dim`` (2: y, 3: x), replicating the border."""
-        n, c, h, w = o.shape
+    @staticmethod
+    def _conv(o, kernel, dim):
+        """Correlate every map with ``kernel`` along ``dim`` (2: y, 3: x), replicating the border (a sum
+        of shifted copies: single-channel 1-d convolutions are slow in torch's CPU backends)."""
         r = (len(kernel) - 1) // 2
-        k = torch.as_tensor(kernel, dtype=o.dtype, device=o.device)
-        x = o.reshape(n * c, 1, h, w)
-        if dim == 2:
-            x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
-        else:
-            x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-        return x.reshape(n, c, h, w)
-
-    def flat_cells(self, o):
-        """Both axes filtered by vl_imconvcoltri's triangle (half-width bin, unit integral). In float32
-        the value is VLFeat's own integral-signal computation (its float32 running sums round
-        differently from a direct convolution, by up to 1e-4 of the largest descriptor value on 300 x
-        450 images); the derivative is the direct convolution's (the same linear map)."""
-        d = self.bin
-        tri = np.maximum(d - np.abs(np.arange(-d + 1, d)), 0) / float(d * d)
-        exact = self._conv(self._conv(o, tri.astype(np.float32).astype(np.float64), 2),
-                           tri.astype(np.float32).astype(np.float64), 3)
-        if o.dtype != torch.float32:
-            return exact
-        with torch.no_grad():
-            n, c, h, w = o.shape
-            cols = triangle_running_sums(o.detach().permute(2, 0, 1, 3).reshape(h, -1), d)
-            rows = cols.reshape(h, n, c, w).permute(3, 1, 2, 0).reshape(w, -1)
-            vl = triangle_running_sums(rows, d).reshape(w, n, c, h).permute(1, 2, 3, 0)
-        return exact + (vl - exact).detach()
+        x = F.pad(o, (0, 0, r, r) if dim == 2 else (r, r, 0, 0), mode="replicate")
+        n = o.shape[dim]
+        out = None
+        for t, k in enumerate(kernel):
+            term = float(k) * x.narrow(dim, t, n)
+            out = term if out is None else out + term
+        return out
 
     def _sample(self, maps, ny, nx, by, bx):
         b, s = self.bin, self.step
         y0, x0 = by * b, bx * b
         return maps[..., y0:y0 + (ny - 1) * s + 1:s, x0:x0 + (nx - 1) * s + 1:s]
 
+    def flat_cells(self, o, rows=None, cols=None):
+        """Both axes filtered by vl_imconvcoltri's triangle (half-width bin, unit integral, border
+        replicated), at ``rows`` x ``cols`` only (default all): two small matrix products.
+
+        With ``exact`` (default) the float32 value is VLFeat's own integral-signal computation (its
+        float32 running sums round differently from a direct filter, by up to 1e-4 of the largest
+        descriptor value on 300 x 450 images; this costs sequential passes over the image); the
+        derivative is always the direct filter's (the same linear map)."""
+        n, c, h, w = o.shape
+        rows = list(range(h)) if rows is None else rows
+        cols = list(range(w)) if cols is None else cols
+        ay = self._matrix(h, rows, o)
+        ax = self._matrix(w, cols, o)
+        out = torch.matmul(torch.matmul(ay, o), ax.t())
+        if o.dtype != torch.float32 or not self.exact:
+            return out
+        with torch.no_grad():
+            r = torch.as_tensor(rows, device=o.device)
+            y = triangle_running_sums(o.detach().permute(2, 0, 1, 3).reshape(h, -1), self.bin).reshape(h, n, c, w)
+            y = y.index_select(0, r)
+            vl = triangle_running_sums(y.permute(3, 1, 2, 0).reshape(w, -1), self.bin).reshape(w, n, c, len(rows))
+            vl = vl.index_select(0, torch.as_tensor(cols, device=o.device)).permute(1, 2, 3, 0)
+        return out + (vl - out).detach()
+
+    def _matrix(self, length, at, like):
+        key = (length, tuple(at), like.dtype, like.device)
+        if key not in self._matrices:
+            d = self.bin
+            m = np.zeros((len(at), length))
+            for k, i in enumerate(at):
+                for t in range(-d + 1, d):
+                    m[k, min(max(i + t, 0), length - 1)] += float(np.float32((d - abs(t)) / (d * d)))
+            if len(self._matrices) > 8:
+                self._matrices.clear()
+            self._matrices[key] = torch.as_tensor(m, dtype=like.dtype, device=like.device)
+        return self._matrices[key]
+
     def descriptors(self, o, ny, nx):
+        b, s = self.bin, self.step
         parts = []
         if self.fast:  # each bin reweighted by the Gaussian window's mean over it (times bin: unit height)
-            cells = self.flat_cells(o)
-            means = [float(window_mean(self.bin, i, self.window) * np.float32(self.bin)) for i in range(BINS_XY)]
+            rows = sorted({by * b + i * s for by in range(BINS_XY) for i in range(ny)})
+            cols = sorted({bx * b + j * s for bx in range(BINS_XY) for j in range(nx)})
+            cells = self.flat_cells(o, rows, cols)
+            ry, rx = {r: k for k, r in enumerate(rows)}, {c: k for k, c in enumerate(cols)}
+            means = [float(window_mean(b, i, self.window) * np.float32(b)) for i in range(BINS_XY)]
+            idx = lambda pos, start, count: torch.as_tensor([pos[start + i * s] for i in range(count)],  # noqa: E731
+                                                            device=o.device)
             for by in range(BINS_XY):
+                sel = cells.index_select(2, idx(ry, by * b, ny))
                 for bx in range(BINS_XY):
                     w = float(np.float32(means[bx]) * np.float32(means[by]))
-                    parts.append(w * self._sample(cells, ny, nx, by, bx))
+                    parts.append(w * sel.index_select(3, idx(rx, bx * b, nx)))
         else:
             # vl_imconvcol convolves (the kernel reversed, as correlation sees it)
-            kernels = [gaussian_kernel(self.bin, i, self.window)[::-1].copy() for i in range(BINS_XY)]
+            kernels = [gaussian_kernel(b, i, self.window)[::-1].copy() for i in range(BINS_XY)]
             ys = [self._conv(o, kernels[by], 2) for by in range(BINS_XY)]
             for by in range(BINS_XY):
                 for bx in range(BINS_XY):
@@ -233,7 +260,8 @@ def window_mean(bin, index, window):
 
 
 @REPRESENTATIONS.register("dsift")
-def dsift(bin=8, step=8, fast=True, window=2.0, size=256):
+def dsift(bin=8, step=8, fast=True, window=2.0, exact=True, size=256):
     """Dense SIFT (VLFeat vl_dsift; 4 x 4 x 8 = 128 components per frame, fast = flat window, window =
-    the Gaussian window's sigma in bins, VLFeat's windowSize)."""
-    return DSIFT(bin, step, fast, window, size=[size, size] if isinstance(size, int) else list(size))
+    the Gaussian window's sigma in bins, VLFeat's windowSize; exact = VLFeat's float32 rounding of the
+    flat window's running sums, slower; exact=false agrees with VLFeat to ~1e-4)."""
+    return DSIFT(bin, step, fast, window, exact, size=[size, size] if isinstance(size, int) else list(size))

@@ -65,10 +65,11 @@ class HOG(Representation):
         gx = x[:, :, 1:-1, 2:] - x[:, :, 1:-1, :-2]
         gy = x[:, :, 2:, 1:-1] - x[:, :, :-2, 1:-1]
         g2 = gx * gx + gy * gy
-        if x.shape[1] > 1:  # the channel with the largest gradient; the first one on a tie (VLFeat's >)
-            pick = g2.detach().argmax(dim=1, keepdim=True)
-            gx, gy, g2 = gx.gather(1, pick), gy.gather(1, pick), g2.gather(1, pick)
-        return gx[:, 0], gy[:, 0], g2[:, 0]
+        bx, by, b2 = gx[:, 0], gy[:, 0], g2[:, 0]
+        for c in range(1, x.shape[1]):  # the channel with the largest gradient; the first on a tie (VLFeat's >)
+            take = g2[:, c] > b2
+            bx, by, b2 = torch.where(take, gx[:, c], bx), torch.where(take, gy[:, c], by), torch.where(take, g2[:, c], b2)
+        return bx, by, b2
 
     def _tables(self, dtype):
         return (self.ox32, self.oy32) if dtype == torch.float32 else (self.ox64.to(dtype), self.oy64.to(dtype))

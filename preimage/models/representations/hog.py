@@ -74,7 +74,25 @@ class HOG(Representation):
     def _tables(self, dtype):
         return (self.ox32, self.oy32) if dtype == torch.float32 else (self.ox64.to(dtype), self.oy64.to(dtype))
 
-    def choose(self, ux, uy, ox, oy):
+    def choose(self, gx, gy, ox, oy):
+        """VLFeat's best and second best directed bins: the nearest two to the gradient's angle, except
+        within 1e-3 bin of a midpoint between bins, where VLFeat's float32 scores decide (``exact_choice``).
+        Near a bin centre the second bin's weight is 0 in float32 whenever the angle cannot tell the
+        neighbours apart (acos(1) = 0), so the angle's side is enough there."""
+        t = torch.atan2(gy, gx) * (self.k / math.pi)
+        j = torch.round(t)
+        frac = t - j
+        k2 = 2 * self.k
+        best = torch.remainder(j + k2, k2)
+        second = torch.remainder(best + torch.where(frac < 0, -1.0, 1.0), k2)
+        best, second = best.long(), second.long()
+        near = (frac.abs() - 0.5).abs() < 1e-3
+        if bool(near.any()):
+            b, sc, _ = self.exact_choice(gx[near], gy[near], ox, oy)
+            best[near], second[near] = b, sc
+        return best, second
+
+    def exact_choice(self, ux, uy, ox, oy):
         """VLFeat's best (and second best) directed bins and the best score, from the three directed bins
         nearest the gradient's angle: the undirected scores |<g, o_k>| compete, the first k wins a tie."""
         k2 = 2 * self.k
@@ -102,16 +120,18 @@ class HOG(Representation):
 
     def orientation_pairs(self, gx, gy, g2):
         """[(value, directed bin)] per pixel: |g| in the nearest bin, or split between the two nearest."""
-        nonzero = g2 > 0
-        grad = torch.where(nonzero, torch.sqrt(torch.where(nonzero, g2, torch.ones_like(g2))), torch.zeros_like(g2))
+        grad = torch.sqrt(g2 + 1e-30)  # (+1e-30: a finite derivative where g = 0; no float32 value changes)
         ox, oy = self._tables(gx.dtype)
         with torch.no_grad():  # VLFeat 0.9.21 scores the raw (not normalised) gradient
-            best, second, score = self.choose(gx.detach(), gy.detach(), ox, oy)
+            best, second = self.choose(gx.detach(), gy.detach(), ox, oy)
         if not self.bilinear:
             return [(grad, best)]
-        bx, by = ox[best], oy[best]
-        dot = torch.where(nonzero, gx * bx + gy * by, torch.ones_like(gx))
-        cross = torch.where(nonzero, gy * bx - gx * by, torch.zeros_like(gx))
+        flat = best.reshape(-1)
+        bx, by = ox.index_select(0, flat).view_as(best), oy.index_select(0, flat).view_as(best)
+        score = (gx.detach() * bx + gy.detach() * by)
+        nonzero = g2 > 0
+        dot = torch.where(nonzero, gx * bx + gy * by, 1.0)
+        cross = torch.where(nonzero, gy * bx - gx * by, 0.0)
         w1 = torch.abs(torch.atan2(cross, dot)) / (math.pi / self.k)
         if gx.dtype == torch.float32:  # VLFeat's value: acosf of the float32 score over sqrtf(g2) (correctly
             # rounded, which torch's float32 sqrt on CPU is not; acos near 1 magnifies one ulp ~1e3-fold)

@@ -147,3 +147,9 @@ def test_features_errors_leave_no_file(tmp_path):
     assert not list(tmp_path.iterdir())
     r = CliRunner().invoke(cli, ["features", "-m", "nosuch.onnx", "-l", "x", samples.paths()[0], "-o", str(out)])
     assert r.exit_code == 2 and "nosuch.onnx" in r.output
+
+
+def test_decoder_extract_takes_a_representation(tmp_path):
+    _invoke(["decoder", "extract", "-m", "hog:size=64", "-l", "hog", "-i", samples.FOLDER, "-o", str(tmp_path / "f")])
+    index = json.loads((tmp_path / "f" / "index.json").read_text())
+    assert index["feature_shape"] == [31, 8, 8] and index["count"] == len(samples.names())

@@ -62,14 +62,9 @@ class HOG(Representation):
 
     # -- per pixel ------------------------------------------------------------------------------------
     def gradients(self, x):
-        gx = x[:, :, 1:-1, 2:] - x[:, :, 1:-1, :-2]
-        gy = x[:, :, 2:, 1:-1] - x[:, :, :-2, 1:-1]
-        g2 = gx * gx + gy * gy
-        bx, by, b2 = gx[:, 0], gy[:, 0], g2[:, 0]
-        for c in range(1, x.shape[1]):  # the channel with the largest gradient; the first on a tie (VLFeat's >)
-            take = g2[:, c] > b2
-            bx, by, b2 = torch.where(take, gx[:, c], bx), torch.where(take, gy[:, c], by), torch.where(take, g2[:, c], b2)
-        return bx, by, b2
+        """(gx, gy, g2) of the channel with the largest gradient at each interior pixel (the first on a
+        tie, VLFeat's >): N x (H-2) x (W-2) each."""
+        return _PixelGradients.apply(x)
 
     def _tables(self, dtype):
         return (self.ox32, self.oy32) if dtype == torch.float32 else (self.ox64.to(dtype), self.oy64.to(dtype))
@@ -188,6 +183,48 @@ class HOG(Representation):
         if wanted & {"blocks", self.name}:
             out[self.name], out["blocks"] = self.normalise(cells)
         return out
+
+
+class _PixelGradients(torch.autograd.Function):
+    """Central differences and the per-pixel channel choice, with a written backward (one buffer instead
+    of autograd's full-size zero tensor per slice and per choice)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        gx = x[:, :, 1:-1, 2:] - x[:, :, 1:-1, :-2]
+        gy = x[:, :, 2:, 1:-1] - x[:, :, :-2, 1:-1]
+        g2 = gx * gx + gy * gy
+        bx, by, b2 = gx[:, 0], gy[:, 0], g2[:, 0]
+        pick = torch.zeros_like(b2, dtype=torch.uint8)
+        for c in range(1, x.shape[1]):
+            take = g2[:, c] > b2
+            bx, by, b2 = torch.where(take, gx[:, c], bx), torch.where(take, gy[:, c], by), torch.where(take, g2[:, c], b2)
+            pick = torch.where(take, c, pick)
+        ctx.save_for_backward(bx, by, pick)
+        ctx.channels = x.shape[1]
+        return bx, by, b2
+
+    @staticmethod
+    def backward(ctx, dgx, dgy, dg2):
+        bx, by, pick = ctx.saved_tensors
+        n, h, w = bx.shape
+        dgx = torch.zeros_like(bx) if dgx is None else dgx
+        dgy = torch.zeros_like(by) if dgy is None else dgy
+        if dg2 is not None:
+            dgx = dgx + 2 * bx * dg2
+            dgy = dgy + 2 * by * dg2
+        dx = torch.zeros(n, ctx.channels, h + 2, w + 2, dtype=bx.dtype, device=bx.device)
+        for c in range(ctx.channels):
+            if ctx.channels > 1:
+                m = (pick == c).to(bx.dtype)
+                ex, ey = dgx * m, dgy * m
+            else:
+                ex, ey = dgx, dgy
+            dx[:, c, 1:-1, 2:] += ex
+            dx[:, c, 1:-1, :-2] -= ex
+            dx[:, c, 2:, 1:-1] += ey
+            dx[:, c, :-2, 1:-1] -= ey
+        return dx
 
 
 @REPRESENTATIONS.register("hog")

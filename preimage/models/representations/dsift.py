@@ -194,11 +194,11 @@ class DSIFT(Representation):
         out = {"grey": g}
         if wanted <= {"grey"}:
             return out
-        gx, gy = self.gradients(g)
-        out["gradients"] = torch.cat([gx, gy], 1)
+        if "gradients" in wanted:
+            out["gradients"] = torch.cat(self.gradients(g), 1)
         if wanted <= {"grey", "gradients"}:
             return out
-        o = self.orientations(gx, gy)
+        o = _Orientations.apply(g, self)
         out["orientations"] = o
         if "cells" in wanted:
             if not self.fast:
@@ -240,6 +240,62 @@ def _window(bin, index, window):
     sigma = np.float32(bin) * np.float32(window)
     z = ((t - delta) / sigma).astype(np.float32)
     return t, np.exp(np.float32(-0.5) * z * z).astype(np.float32)
+
+
+class _Orientations(torch.autograd.Function):
+    """grey -> the 8 orientation maps, with a written backward (the derivative of the same formulas:
+    central differences, vl_fast_atan2_f's rational function, the exact square root)."""
+
+    @staticmethod
+    def forward(ctx, g, rep):
+        gx, gy = rep.gradients(g)
+        o = rep.orientations(gx, gy)
+        ctx.save_for_backward(gx, gy)
+        ctx.rep = rep
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        gx, gy = ctx.saved_tensors
+        angle = fast_atan2(gy, gx)
+        two_pi = float(np.float32(2 * math.pi))
+        angle = torch.where(angle < 0, angle + two_pi, angle)
+        wide = torch.float64 if angle.dtype == torch.float32 else angle.dtype
+        nt = (angle.to(wide) * (BINS_T / (2 * math.pi))).to(angle.dtype)
+        b = torch.floor(nt)
+        frac = nt - b
+        s2 = gx * gx + gy * gy
+        mod = fast_sqrt(s2)
+        b = b.long()
+        d0 = do.gather(1, torch.remainder(b, BINS_T))
+        d1 = do.gather(1, torch.remainder(b + 1, BINS_T))
+        dmod = (1 - frac) * d0 + frac * d1
+        dangle = mod * (d1 - d0) * (BINS_T / (2 * math.pi))
+        inv = torch.where(s2 < 1e-8, 0.0, 1.0 / torch.sqrt(torch.where(s2 < 1e-8, 1.0, s2)))  # sqrt's derivative
+        ay = torch.abs(gy) + EPS_F
+        sx = torch.where(gx >= 0, 1.0, -1.0).to(gx.dtype)
+        den = sx * gx + ay
+        r = (gx - sx * ay) / den
+        slope = (3 * 0.1821) * r * r - 0.9675
+        slope = torch.where(gy < 0, -slope, slope) * dangle / (den * den)
+        dgx = dmod * gx * inv + slope * 2 * ay
+        dgy = dmod * gy * inv - slope * 2 * gx * torch.sign(gy)
+        return _difference_adjoint(dgx, 3) + _difference_adjoint(dgy, 2), None
+
+
+def _difference_adjoint(d, dim):
+    """Adjoint of DSIFT's differences along ``dim``: one-sided on the border, central (x 0.5) inside."""
+    n = d.shape[dim]
+    out = torch.zeros_like(d)
+    first, last = d.narrow(dim, 0, 1), d.narrow(dim, n - 1, 1)
+    mid = 0.5 * d.narrow(dim, 1, n - 2)
+    out.narrow(dim, 1, 1).add_(first)
+    out.narrow(dim, 0, 1).sub_(first)
+    out.narrow(dim, 2, n - 2).add_(mid)
+    out.narrow(dim, 0, n - 2).sub_(mid)
+    out.narrow(dim, n - 1, 1).add_(last)
+    out.narrow(dim, n - 2, 1).sub_(last)
+    return out
 
 
 def gaussian_kernel(bin, index, window):

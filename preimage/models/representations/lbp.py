@@ -59,6 +59,9 @@ class LBP(Representation):
         return self.mapping[code]
 
     def compute(self, x, wanted):
+        if x.requires_grad and torch.is_grad_enabled():  # an optimization would silently go nowhere
+            raise PreimageError("lbp is not differentiable: it serves decoders and 'preimage features', not "
+                                "invert / maximize / caricature (use hog, hogb or dsift there)", where="--model")
         with torch.no_grad():
             g = grey(x.detach())
             out = {"grey": g}

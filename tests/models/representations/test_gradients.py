@@ -62,6 +62,10 @@ def test_zero_gradients_are_finite():
 
 
 def test_lbp_is_forward_only():
+    from preimage.errors import PreimageError
+
     net = build("lbp")
-    out = net(torch.rand(1, 3, 40, 40, requires_grad=True))["lbp"]
-    assert not out.requires_grad
+    with pytest.raises(PreimageError, match="not differentiable"):
+        net(torch.rand(1, 3, 40, 40, requires_grad=True))
+    with torch.no_grad():
+        assert not net(torch.rand(1, 3, 40, 40, requires_grad=True))["lbp"].requires_grad

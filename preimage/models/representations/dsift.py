@@ -27,16 +27,21 @@ EPS_F = float(np.finfo(np.float32).eps)  # VL_EPSILON_F
 BINS_T, BINS_XY = 8, 4
 
 
-def fast_atan2(y, x):
-    """vl_fast_atan2_f, operation by operation (the x < 0 branch as sign flips, which are exact)."""
-    c3, c1 = 0.1821, 0.9675
+C3, C1 = 0.1821, 0.9675
+
+
+def fast_atan2(y, x, parts=False):
+    """vl_fast_atan2_f, operation by operation (the x < 0 branch as sign flips, which are exact).
+    ``parts``: also (r, denominator, |y| + eps), for the derivative."""
     abs_y = torch.abs(y) + EPS_F
     pos = x >= 0
     s = torch.where(pos, 1.0, -1.0).to(x.dtype)
-    r = (x - s * abs_y) / (s * x + abs_y)
+    den = s * x + abs_y
+    r = (x - s * abs_y) / den
     base = torch.where(pos, float(np.float32(math.pi / 4)), float(np.float32(3 * math.pi / 4))).to(x.dtype)
-    angle = base + (c3 * r * r - c1) * r
-    return torch.where(y < 0, -angle, angle)
+    angle = base + (C3 * r * r - C1) * r
+    angle = torch.where(y < 0, -angle, angle)
+    return (angle, r, den, abs_y) if parts else angle
 
 
 def fast_sqrt(v):
@@ -90,8 +95,9 @@ class DSIFT(Representation):
             return torch.cat([first, mid, last], dim)
         return diff(g, 3), diff(g, 2)
 
-    def orientations(self, gx, gy):
-        angle = fast_atan2(gy, gx)
+    def orientations(self, gx, gy, keep=None):
+        """The 8 maps; ``keep`` (a dict) receives what the derivative needs."""
+        angle, r, den, ay = fast_atan2(gy, gx, parts=True)
         two_pi = float(np.float32(2 * math.pi))
         angle = torch.where(angle < 0, angle + two_pi, angle)
         angle = torch.where(angle > two_pi, angle - two_pi, angle)
@@ -100,8 +106,15 @@ class DSIFT(Representation):
         with torch.no_grad():
             b = torch.floor(nt)
         frac = nt - b
-        mod = fast_sqrt(gx * gx + gy * gy)
+        s2 = gx * gx + gy * gy
+        mod = fast_sqrt(s2)
         b = b.long()
+        if keep is not None:  # d angle / d (gx, gy) of the rational function, d mod of the exact sqrt
+            inv = torch.where(s2 < 1e-8, 0.0, torch.rsqrt(torch.where(s2 < 1e-8, 1.0, s2)))
+            slope = ((3 * C3) * r * r - C1) * (BINS_T / (2 * math.pi)) / (den * den)
+            slope = torch.where(gy < 0, -slope, slope)
+            keep.update(b=b, frac=frac, mod=mod, ux=gx * inv, uy=gy * inv, kx=slope * 2 * ay,
+                        ky=slope * -2 * gx * torch.sign(gy))
         o = torch.zeros(gx.shape[0], BINS_T, *gx.shape[2:], dtype=gx.dtype, device=gx.device)
         o = o.scatter(1, torch.remainder(b, BINS_T), (1 - frac) * mod)
         return o.scatter_add(1, torch.remainder(b + 1, BINS_T), frac * mod)
@@ -249,37 +262,21 @@ class _Orientations(torch.autograd.Function):
     @staticmethod
     def forward(ctx, g, rep):
         gx, gy = rep.gradients(g)
-        o = rep.orientations(gx, gy)
-        ctx.save_for_backward(gx, gy)
-        ctx.rep = rep
+        keep = {} if ctx.needs_input_grad[0] else None
+        o = rep.orientations(gx, gy, keep)
+        if keep is not None:
+            ctx.save_for_backward(*(keep[k] for k in ("b", "frac", "mod", "ux", "uy", "kx", "ky")))
         return o
 
     @staticmethod
     def backward(ctx, do):
-        gx, gy = ctx.saved_tensors
-        angle = fast_atan2(gy, gx)
-        two_pi = float(np.float32(2 * math.pi))
-        angle = torch.where(angle < 0, angle + two_pi, angle)
-        wide = torch.float64 if angle.dtype == torch.float32 else angle.dtype
-        nt = (angle.to(wide) * (BINS_T / (2 * math.pi))).to(angle.dtype)
-        b = torch.floor(nt)
-        frac = nt - b
-        s2 = gx * gx + gy * gy
-        mod = fast_sqrt(s2)
-        b = b.long()
+        b, frac, mod, ux, uy, kx, ky = ctx.saved_tensors
         d0 = do.gather(1, torch.remainder(b, BINS_T))
         d1 = do.gather(1, torch.remainder(b + 1, BINS_T))
-        dmod = (1 - frac) * d0 + frac * d1
-        dangle = mod * (d1 - d0) * (BINS_T / (2 * math.pi))
-        inv = torch.where(s2 < 1e-8, 0.0, 1.0 / torch.sqrt(torch.where(s2 < 1e-8, 1.0, s2)))  # sqrt's derivative
-        ay = torch.abs(gy) + EPS_F
-        sx = torch.where(gx >= 0, 1.0, -1.0).to(gx.dtype)
-        den = sx * gx + ay
-        r = (gx - sx * ay) / den
-        slope = (3 * 0.1821) * r * r - 0.9675
-        slope = torch.where(gy < 0, -slope, slope) * dangle / (den * den)
-        dgx = dmod * gx * inv + slope * 2 * ay
-        dgy = dmod * gy * inv - slope * 2 * gx * torch.sign(gy)
+        dmod = d0 + frac * (d1 - d0)
+        dangle = mod * (d1 - d0)
+        dgx = dmod * ux + dangle * kx
+        dgy = dmod * uy + dangle * ky
         return _difference_adjoint(dgx, 3) + _difference_adjoint(dgy, 2), None
 
 

@@ -3,8 +3,9 @@
 Settings (section 5.1): C = 20, no jitter, cell size 8, the other constants as for CNNs: the
 mahendran2016 preset unchanged. Its constants (B = 80, B+ = 160, eta0 = 0.05 B^2 / alpha, the AdaGrad
 step) are in mean-subtracted 8-bit pixel units, and the AdaGrad step is not scale-covariant, so the
-representation (RGB in [0, 1]) is inverted in those units: x_pixels = 255 * x - 127.5, which HOG / DSIFT
-do not see (they are invariant to a constant shift). ``--units unit`` inverts the [0, 1] input directly
+representation is inverted in those units (its option pixels=true: the input is 255 x - 127.5, a shift
+HOG / DSIFT do not see), i.e. ``preimage invert -m hog:pixels=true -l hog --set C=20 --set jitter=false``.
+``--units unit`` inverts the [0, 1] input directly
 with B, B+ and eta0 rescaled (80 / 255, 160 / 255, 0.05 B^2 / alpha / 255). That is NOT equivalent,
 because the AdaGrad step would also need the 1 / 255 factor. Measured on HOG: 52.4 % against 21.0 %. Images: the bundled samples and scikit-image's photographs,
 256 x 256 centre crops. Prints, per representation, the normalised error mean +- std beside the paper's
@@ -30,28 +31,6 @@ SKIMAGE = ("camera", "rocket", "coins", "moon", "clock", "hubble_deep_field", "i
            "gravel", "brick", "retina", "page")
 SETTINGS = {"C": 20.0, "jitter": False}
 UNIT_SETTINGS = {"B": 80 / 255, "Bplus": 160 / 255, "eta0": 0.05 * 80 ** 2 / 6 / 255}
-
-
-def in_pixel_units(spec):
-    """The representation for spec, taking mean-subtracted 8-bit pixel units (x / 255 + 0.5 inside)."""
-    import torch
-
-    from preimage.models.preprocess import Preprocess
-    from preimage.models.representations import build
-
-    class PixelUnits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = build(spec)
-            self.preprocess = Preprocess(input="data", channel_order="RGB", mean=[127.5] * 3, raw_scale=255.0,
-                                         input_size=self.net.preprocess.input_size)
-            self.receptive_fields = self.net.receptive_fields
-            self.input_shapes = self.net.input_shapes
-
-        def forward(self, x):
-            return self.net(x * (1 / 255.0) + 0.5)
-
-    return PixelUnits()
 
 
 def photographs(folder):
@@ -92,7 +71,7 @@ def main():
     for spec in args.specs:
         name = spec.split(":")[0]
         t = time.perf_counter()
-        model = in_pixel_units(spec) if args.units == "pixel" else spec
+        model = spec + ("," if ":" in spec else ":") + "pixels=true" if args.units == "pixel" else spec
         run = api.invert(model, [name], paths, iters=args.iters, device="cpu", overrides=overrides, progress=False)
         seconds = time.perf_counter() - t
         errs = [r["normalized_error"] for r in run.results]

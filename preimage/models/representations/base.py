@@ -73,7 +73,8 @@ def build(spec, device="cpu", outputs=None, dtype=None):
     """The representation module for ``spec`` on ``device`` (its ``outputs``: default the descriptor).
 
     Every representation takes ``size`` (``256``, ``240x320``; ``0``: images keep their own size), the
-    input size its preprocessing resizes and centre-crops images to."""
+    input size its preprocessing resizes and centre-crops images to, and ``pixels`` (default false: RGB
+    in [0, 1]; true: mean-subtracted 8-bit units, 255 x - 127.5, for the inversion presets)."""
     name, options = parse_spec(spec)
     fn = REPRESENTATIONS.get_or_fail(name)
     params = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
@@ -101,7 +102,7 @@ class Representation(nn.Module):
     stages = ()
     channels = 3  # what the preprocessing produces (RGB); grey representations convert inside
 
-    def __init__(self, name, size=(256, 256)):
+    def __init__(self, name, size=(256, 256), pixels=False):
         super().__init__()
         from ..preprocess import Preprocess
 
@@ -115,8 +116,11 @@ class Representation(nn.Module):
         size = list(size) if size and max(size) > 0 else None  # size=0: images keep their own size
         if size is not None and (len(size) != 2 or min(size) < 4):
             raise PreimageError(f"{name}: size must be H x W of at least 4 x 4 pixels, got {size}", where="--model")
-        self.preprocess = Preprocess(input=INPUT, channel_order="RGB", mean=[0.0, 0.0, 0.0], raw_scale=1.0,
-                                     scale=1.0, input_size=size)
+        # pixels: the input is in mean-subtracted 8-bit units (255 x - 127.5), the units the inversion
+        # presets' constants are in; the representation sees x / 255 + 0.5 (it ignores the shift)
+        self.pixels = bool(pixels)
+        self.preprocess = Preprocess(input=INPUT, channel_order="RGB", mean=[127.5] * 3 if pixels else [0.0] * 3,
+                                     raw_scale=255.0 if pixels else 1.0, scale=1.0, input_size=size)
         self.eval()
 
     def train(self, mode=True):
@@ -157,6 +161,8 @@ class Representation(nn.Module):
 
     def forward(self, x):
         self.check_input(x)
+        if self.pixels:
+            x = x * (1 / 255.0) + 0.5
         values = self.compute(x, set(self.outputs))
         return {o: values[o] for o in self.outputs}
 

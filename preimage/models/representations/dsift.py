@@ -65,8 +65,8 @@ def fast_sqrt(v):
 class DSIFT(Representation):
     stages = ("grey", "gradients", "orientations", "cells", "dsift")
 
-    def __init__(self, bin=8, step=8, fast=True, window=2.0, exact=True, size=(256, 256)):
-        super().__init__("dsift", size)
+    def __init__(self, bin=8, step=8, fast=True, window=2.0, exact=True, size=(256, 256), pixels=False):
+        super().__init__("dsift", size, pixels)
         if bin < 2 or step < 1:
             raise PreimageError(f"dsift: need bin >= 2 and step >= 1 (got bin={bin}, step={step})", where="--model")
         self.bin, self.step, self.fast, self.window = int(bin), int(step), bool(fast), float(window)
@@ -313,8 +313,9 @@ def window_mean(bin, index, window):
 
 
 @REPRESENTATIONS.register("dsift")
-def dsift(bin=8, step=8, fast=True, window=2.0, exact=True, size=256):
+def dsift(bin=8, step=8, fast=True, window=2.0, exact=True, size=256, pixels=False):
     """Dense SIFT (VLFeat vl_dsift; 4 x 4 x 8 = 128 components per frame, fast = flat window, window =
     the Gaussian window's sigma in bins, VLFeat's windowSize; exact = VLFeat's float32 rounding of the
     flat window's running sums, slower; exact=false agrees with VLFeat to ~1e-4)."""
-    return DSIFT(bin, step, fast, window, exact, size=[size, size] if isinstance(size, int) else list(size))
+    return DSIFT(bin, step, fast, window, exact, size=[size, size] if isinstance(size, int) else list(size),
+                 pixels=pixels)

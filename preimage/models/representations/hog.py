@@ -29,8 +29,9 @@ TRUNCATE = 0.2
 class HOG(Representation):
     stages = ("gradients", "orientations", "cells", "blocks")
 
-    def __init__(self, name, cell=8, variant="uoctti", orientations=9, bilinear=False, size=(256, 256)):
-        super().__init__(name, size)
+    def __init__(self, name, cell=8, variant="uoctti", orientations=9, bilinear=False, size=(256, 256),
+                 pixels=False):
+        super().__init__(name, size, pixels)
         if variant not in ("uoctti", "dalaltriggs"):
             raise PreimageError(f"{name}: variant must be uoctti or dalaltriggs, got {variant!r}", where="--model")
         if cell < 1 or orientations < 3:
@@ -228,15 +229,15 @@ class _PixelGradients(torch.autograd.Function):
 
 
 @REPRESENTATIONS.register("hog")
-def hog(cell=8, variant="uoctti", orientations=9, size=256):
+def hog(cell=8, variant="uoctti", orientations=9, size=256, pixels=False):
     """HOG with hard orientation assignment (VLFeat vl_hog; UoCTTI = DPM V5's 31 components)."""
-    return HOG("hog", cell, variant, orientations, bilinear=False, size=_size(size))
+    return HOG("hog", cell, variant, orientations, bilinear=False, size=_size(size), pixels=pixels)
 
 
 @REPRESENTATIONS.register("hogb")
-def hogb(cell=8, variant="uoctti", orientations=9, size=256):
+def hogb(cell=8, variant="uoctti", orientations=9, size=256, pixels=False):
     """HOG with bilinear orientation assignment (vl_hog_set_use_bilinear_orientation_assignments)."""
-    return HOG("hogb", cell, variant, orientations, bilinear=True, size=_size(size))
+    return HOG("hogb", cell, variant, orientations, bilinear=True, size=_size(size), pixels=pixels)
 
 
 def _size(size):

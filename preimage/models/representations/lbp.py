@@ -34,8 +34,8 @@ def uniform_mapping():
 class LBP(Representation):
     stages = ("grey", "patterns", "cells", "lbp")
 
-    def __init__(self, cell=16, size=(256, 256)):
-        super().__init__("lbp", size)
+    def __init__(self, cell=16, size=(256, 256), pixels=False):
+        super().__init__("lbp", size, pixels)
         if cell < 1:
             raise PreimageError(f"lbp: cell must be >= 1, got {cell}", where="--model")
         self.cell = int(cell)
@@ -80,6 +80,6 @@ class LBP(Representation):
 
 
 @REPRESENTATIONS.register("lbp")
-def lbp(cell=16, size=256):
+def lbp(cell=16, size=256, pixels=False):
     """Uniform LBP histograms per cell (VLFeat vl_lbp, 58 patterns); not differentiable."""
-    return LBP(cell, size=[size, size] if isinstance(size, int) else list(size))
+    return LBP(cell, size=[size, size] if isinstance(size, int) else list(size), pixels=pixels)

@@ -153,3 +153,12 @@ def test_decoder_extract_takes_a_representation(tmp_path):
     _invoke(["decoder", "extract", "-m", "hog:size=64", "-l", "hog", "-i", samples.FOLDER, "-o", str(tmp_path / "f")])
     index = json.loads((tmp_path / "f" / "index.json").read_text())
     assert index["feature_shape"] == [31, 8, 8] and index["count"] == len(samples.names())
+
+
+def test_pixel_units_give_the_same_features():
+    img = samples.paths()[:1]
+    unit, pix = build("hogb:size=64"), build("hogb:size=64,pixels=true")
+    xu, xp = unit.preprocess.load(img), pix.preprocess.load(img)
+    assert xp.min() < -50 and xp.max() > 50  # mean-subtracted 8-bit units
+    a, b = unit(xu)["hogb"], pix(xp)["hogb"]
+    assert (a - b).abs().max() <= 1e-3 * a.abs().max()  # the same image, rounded differently

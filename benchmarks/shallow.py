@@ -7,8 +7,8 @@ time as its API takes them; the figures are ms per image, medians of --repeats, 
 
     OMP_NUM_THREADS=1 python benchmarks/shallow.py [--repeats 5] [--batch 32] [--specs hog dsift]
 
-Prints one row per representation, then the JSON line for the last one (hog, dsift by default: both
-lines are printed, the last JSON line is the summary: the worse ratio of the two).
+Prints one row per representation, a JSON line with all rows, and last the summary JSON line (the
+representation with the worst ratio).
 """
 import argparse
 import importlib.util
@@ -35,11 +35,11 @@ def _vlfeat():
 
 def _images(n, size=256):
     from preimage.models import samples
-    from preimage.models.preprocess import Preprocess
+    from preimage.models.preprocess import Preprocess, load_image
 
     paths = samples.paths()
     pre = Preprocess(channel_order="RGB", mean=[0.0, 0.0, 0.0], raw_scale=1.0, input_size=[size, size])
-    ims = [pre.image_to_array(__import__("preimage.models.preprocess", fromlist=["x"]).load_image(p)) for p in paths]
+    ims = [pre.image_to_array(load_image(p)) for p in paths]
     try:
         from skimage import data
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "decoder": "preimage.commands.decoder:decoder",
     "sweep": "preimage.commands.sweep:sweep",
     "reproduce": "preimage.commands.reproduce:reproduce",
+    "features": "preimage.commands.features:features",
 }
 
 CONVERT_COMMANDS = {
@@ -45,6 +46,7 @@ SHORT_HELP = {
     "decoder": "Learned upconvolutional decoders: extract, train, apply.",
     "sweep": "Hyperparameter search (Optuna) over inversion or decoder training.",
     "reproduce": "Regenerate a paper's table or figure on your model and images.",
+    "features": "Write a model's values at some layers for images to an .npz.",
     "caffe": "Caffe prototxt + caffemodel -> ONNX.",
     "torch7": "Torch7 .t7 model -> ONNX or PyTorch checkpoint.",
 }

@@ -35,7 +35,8 @@ def _fmt_rf(rf):
 def layers(model, blobs, as_json, torch_view):
     """List a model's layers and blobs: output shapes and receptive fields.
 
-    MODEL is a converted .onnx or a Caffe .prototxt (read for its structure only, no weights needed).
+    MODEL is a converted .onnx, a Caffe .prototxt (read for its structure only, no weights needed), or a
+    representation (hog, hogb, dsift, lbp, with options: hog:cell=4; shapes at its input size).
     For each layer: its type, the ONNX value holding its output, the output shape (batch as declared)
     and, for layers computed from the image, the receptive field in input pixels: size / stride
     (as in Mahendran & Vedaldi's tables: AlexNet conv1 11/4, pool5 195/32, fc6 355/32). "global": the
@@ -49,11 +50,22 @@ def layers(model, blobs, as_json, torch_view):
       preimage layers deploy.prototxt --no-blobs
       preimage layers alexnet.onnx --json > alexnet_layers.json
       preimage layers alexnet.onnx --torch          # + which names 'preimage invert' can use
+      preimage layers hog:cell=8                    # a representation's stages and geometry
     """
     # deferred: onnx and the converters (about a second); 'preimage layers --help' stays fast
     from ..converters.geometry import layer_table
     from ..converters.onnx_torch.graph import check_is_model
+    from ..models.representations import is_spec
+    from ..models.representations import layer_table as representation_table
 
+    if is_spec(model):
+        table = representation_table(model)
+        if torch_view:
+            lbp = table["layers"][-1]["name"] == "lbp"
+            for r in table["layers"]:
+                r["torch"] = "no: LBP is not differentiable" if lbp and r["name"] != "grey" else "yes"
+        _print_table(table, as_json, torch_view, blobs)
+        return
     if not os.path.isfile(model):
         raise PreimageError("no such model file", path=model)
     if not (model.endswith(".onnx") or model.endswith(".prototxt")):
@@ -72,6 +84,10 @@ def layers(model, blobs, as_json, torch_view):
             r["torch"] = "no: left out" if r.get("left_out") else inv.get(r["values"][0], "no: not computed from the image")
         for r in table["blobs"]:
             r["torch"] = inv.get(r["value"], "no: not computed from the image")
+    _print_table(table, as_json, inv is not None, blobs)
+
+
+def _print_table(table, as_json, inv, blobs):
     if as_json:
         click.echo(json.dumps(table, indent=1))
         return

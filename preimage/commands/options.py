@@ -22,6 +22,10 @@ def model_path(ctx, param, value):
     """
     if value is None:
         return value
+    from ..models.representations import is_spec  # deferred: torch; --help stays fast
+
+    if is_spec(value):  # hog, hogb:cell=8, dsift, lbp: a representation, not a file
+        return value
     stem, ext = os.path.splitext(value)
     ext = ext.lower()
     if ext == ".caffemodel":

@@ -1,6 +1,7 @@
 """What the inversion needs from a model: features, preprocessing, geometry, layer order.
 
 ``open_model`` accepts a converted model (.onnx path or ModelProto, or a .prototxt converted on the fly),
+a representation spec (``hog``, ``hogb:cell=8``, ``dsift``, ``lbp``),
 a ``FeatureExtractor`` from ``preimage.converters.onnx_torch``, or any callable x -> {name: tensor} (a plain
 torch module, for notebooks and tests).
 """
@@ -56,7 +57,12 @@ def open_model(model, layers, device="cpu", preprocess=None):
     """Load ``model`` computing the features ``layers`` on ``device``; returns a :class:`Model`."""
     if isinstance(model, Model):
         return model
-    if isinstance(model, (str, os.PathLike)):
+    from ..models.representations import build, is_spec
+
+    if is_spec(model):  # a representation ("hog", "dsift:bin=4"): before the file check
+        fx = build(model, device=device, outputs=list(layers))
+        name = os.fspath(model).replace(":", "_").replace(",", "_").replace("=", "")
+    elif isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.exists(path):
             raise PreimageError("model file not found", path=path)

@@ -223,8 +223,15 @@ def load_features(model, outputs=None, device="cpu", keys="auto", dtype=None, me
     model's folder). A name the model does not have raises :class:`PreimageError` listing the available
     names; a malformed graph, one line (onnx.checker's reason where it rejects the model).
     ``cache``: for an .onnx path, keep the built module beside the file and read it back next time
-    (``cache.py``; ``PREIMAGE_CACHE=0`` turns it off).
+    (``cache.py``; ``PREIMAGE_CACHE=0`` turns it off). ``model`` may also be a representation spec
+    (``"hog"``, ``"dsift:bin=4,step=2"``, see docs/representations.md); ``keys`` does not apply to it.
     """
+    # deferred: the one place where the converters' floor reaches up to models/ (the representations are
+    # models, and load_features is the entry every command and notebook uses for any model)
+    from ...models.representations import build, is_spec
+
+    if is_spec(model):
+        return build(model, device=device, outputs=outputs, dtype=dtype)
     fx = _cached(model, outputs, keys) if cache_mod.enabled(cache) else None
     if fx is None:
         fx = _extractor(model, outputs, keys)

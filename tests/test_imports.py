@@ -251,7 +251,7 @@ def floor(module):
     return FLOORS.get(top, FLOORS.get(module, 0))
 
 
-FLOORS = {"converters": 1, "models": 2, "invert": 3, "decoders": 3, "sweep": 4, "reproduce": 5, "commands": 6, "cli": 6,
+FLOORS = {"converters": 1, "models": 2, "features": 3, "invert": 3, "decoders": 3, "sweep": 4, "reproduce": 5, "commands": 6, "cli": 6,
           "__main__": 6}
 KNOWN_UPWARD = {}
 

@@ -35,7 +35,7 @@ def test_shared_options_are_declared_once():
             seen["size"] += 1
             assert size.nargs == 2 and size.metavar == "H W", name
     # invert x3, demo, validate, decoder x3; sweep invert/maximize/caricature/decoder, reproduce
-    assert seen == {"device": 13, "model": 12, "size": 7}, seen
+    assert seen == {"device": 14, "model": 13, "size": 8}, seen
 
 
 @pytest.mark.parametrize("text, shape", [("1,3,224,224", (1, 3, 224, 224)), ("1x3x8x8", (1, 3, 8, 8)),

@@ -61,7 +61,7 @@ def reproduce(name, images, show, model, layers, quick, seeds, iters, decoder, t
             click.echo(f"{n}\n    {summary}")
         return
     REPRODUCTIONS.get_or_fail(name)
-    if model is None and name != "dosovitskiy-experiments":
+    if model is None and name not in ("dosovitskiy-experiments", "mahendran-table4"):  # these build their own
         raise PreimageError(f"{name} needs --model (a converted .onnx)", where="--model")
     options = {k: v for k, v in dict(decoder=decoder, trials=trials, batch=batch, seed=seed).items() if v is not None}
     ctx = Context(model=model, images=list(images) or None, out=out or f"reproduce-{name}", quick=quick, device=device,

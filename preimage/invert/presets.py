@@ -95,6 +95,10 @@ def _mahendran_rule(layer, model=None):
 
 
 PRESETS.register("mahendran2016")(Preset("mahendran2016", {}, _mahendran_rule))
+# Mahendran & Vedaldi section 5.1 (HOG, HOGb, DSIFT; Table 4): the paper's energy and schedule with C = 20
+# and no jitter. The constants (B = 80, eta0 = 0.05 B^2 / alpha) are in 8-bit pixel units, so use the
+# representations with pixels=true (e.g. --model hog:pixels=true): on [0, 1] inputs the step is 255x off.
+PRESETS.register("mahendran2016-shallow")(Preset("mahendran2016-shallow", dict(C=20.0, jitter=False)))
 PRESETS.register("posenet2016")(Preset("posenet2016", dict(
     objective="l2_distance", C=1.0, weights={"l6": 1.95e-15, "sqrt_tv": 4e-6}, Bplus=None, optimizer="adam",
     lr=26.6, beta1=0.9, beta2=0.99, eps=1e-8, grad_scale="none", hooks=["clip"], clip_percentile=21.4,

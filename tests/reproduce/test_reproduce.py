@@ -25,14 +25,12 @@ def test_list_names_every_reproduction():
         assert name in out
 
 
-def test_table4_says_what_it_needs_when_the_representations_are_absent(tiny_posenet, tmp_path):
-    try:
-        import preimage.models.representations  # noqa: F401
-        pytest.skip("the shallow representations are installed: table4 runs for real (slow)")
-    except ImportError:
-        pass
-    r = _invoke(["reproduce", "mahendran-table4", "-m", str(tiny_posenet / "posenet.onnx"), "--quick", "-o", str(tmp_path)], 2)
-    assert "HOG" in r.output and "representations" in r.output
+def test_table4_quick(tmp_path):
+    _invoke(["reproduce", "mahendran-table4", "--quick", "-q", "--device", "cpu", "-o", str(tmp_path)])
+    table = json.loads((tmp_path / "table4.json").read_text())
+    rows = {r["representation"]: r for r in table["rows"]}
+    assert {"hog", "hogb", "dsift"} <= set(rows) and rows["hog"]["paper %"] == "36.6 +- 17.3"
+    assert (tmp_path / "index.html").is_file()
 
 
 def test_table5_quick(tiny_posenet, tmp_path):

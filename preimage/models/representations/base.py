@@ -104,7 +104,7 @@ class Representation(nn.Module):
 
     def __init__(self, name, size=(256, 256), pixels=False):
         super().__init__()
-        from ..preprocess import Preprocess
+        from ...preprocess import Preprocess
 
         self.name = name
         self.spec = name

@@ -17,6 +17,7 @@ import torch
 from ..errors import PreimageError
 from ..registry import Registry
 from . import objectives, regularizers  # noqa: F401  (they register the energy terms)
+from .crule import geometry_C
 from .energy import TERMS, term_parameters
 from .engine import Recipe, Schedule, Stage
 from .parameterization import PARAMETERIZATIONS
@@ -94,8 +95,6 @@ class Preset:
 def _mahendran_rule(layer, model=None):
     """The default: C from the layer's resolution stage and receptive field (preimage.invert.crule); the
     name-based reading (:func:`mahendran_C`) where the model carries no geometry for ``layer``."""
-    from .crule import geometry_C
-
     C = geometry_C(layer, getattr(model, "receptive_fields", None))
     return C if C is not None else mahendran_C(layer, getattr(model, "layers", None))
 

@@ -1,7 +1,8 @@
 """Presets: every constant of a published method in one :class:`Config`, each overridable.
 
-``mahendran2016``  Mahendran & Vedaldi, IJCV 2016: normalised L2 loss, C per layer (300 up to relu3, 100 up
-                   to relu4, 20 up to relu5, 1 beyond), N_alpha (alpha 6, B 80) with the hard B+ = 160 ball,
+``mahendran2016``  Mahendran & Vedaldi, IJCV 2016: normalised L2 loss, C per layer from its resolution stage
+                   (crule.py; on AlexNet and VGG-M the paper's 300 up to relu3, 100 up to relu4, 20 up to
+                   relu5, 1 beyond), N_alpha (alpha 6, B 80) with the hard B+ = 160 ball,
                    TV^beta (beta 2, V = B / 6.5), AdaGrad with momentum, jitter, 300 + 50 iterations.
 ``posenet2016``    Thatte, Sitzmann & Ruban: ||Phi(x) - Phi(x0)||_2 + 4e-6 sqrt-TV + 1.95e-15 L6, Adam
                    (26.6, 0.9, 0.99, 1e-8), small-contribution clipping at the 21.4th percentile.
@@ -16,6 +17,7 @@ import torch
 from ..errors import PreimageError
 from ..registry import Registry
 from . import objectives, regularizers  # noqa: F401  (they register the energy terms)
+from .crule import geometry_C
 from .energy import TERMS, term_parameters
 from .engine import Recipe, Schedule, Stage
 from .parameterization import PARAMETERIZATIONS
@@ -91,7 +93,10 @@ class Preset:
 
 
 def _mahendran_rule(layer, model=None):
-    return mahendran_C(layer, getattr(model, "layers", None))
+    """The default: C from the layer's resolution stage and receptive field (preimage.invert.crule); the
+    name-based reading (:func:`mahendran_C`) where the model carries no geometry for ``layer``."""
+    C = geometry_C(layer, getattr(model, "receptive_fields", None))
+    return C if C is not None else mahendran_C(layer, getattr(model, "layers", None))
 
 
 PRESETS.register("mahendran2016")(Preset("mahendran2016", {}, _mahendran_rule))

@@ -95,8 +95,12 @@ class Preset:
 def _mahendran_rule(layer, model=None):
     """The default: C from the layer's resolution stage and receptive field (preimage.invert.crule); the
     name-based reading (:func:`mahendran_C`) where the model carries no geometry for ``layer``."""
-    C = geometry_C(layer, getattr(model, "receptive_fields", None))
-    return C if C is not None else mahendran_C(layer, getattr(model, "layers", None))
+    kind, sep, bare = str(layer).partition(":")  # layer:NAME / blob:NAME (the naming contract) name NAME
+    bare = bare if sep and kind in ("layer", "blob") else str(layer)
+    rf = getattr(model, "receptive_fields", None)
+    C = geometry_C(layer, rf)
+    C = C if C is not None else geometry_C(bare, rf)
+    return C if C is not None else mahendran_C(bare, getattr(model, "layers", None))
 
 
 PRESETS.register("mahendran2016")(Preset("mahendran2016", {}, _mahendran_rule))

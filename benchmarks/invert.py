@@ -57,11 +57,11 @@ def engine_rate(fx, layer, batch, steps, device, repeats=3):
     with torch.no_grad():
         target = fx(torch.randn(1, 3, 227, 227, device=device) * 50)[layer][0]
     samples = [engine.Sample(layer, target, seed=s, C=1.0, T=8 if layer == "fc8" else 4) for s in range(batch)]
-    engine.optimize(fx, samples, cfg.replace(iters=2), (227, 227), device=device, progress=False)  # warm-up
+    engine.optimize(fx, presets.recipe(cfg.replace(iters=2), samples), (227, 227), device=device, progress=False)  # warm-up
 
     def timed(k):
         t, c = time.perf_counter(), time.process_time()
-        engine.optimize(fx, samples, cfg.replace(iters=k), (227, 227), device=device, progress=False)
+        engine.optimize(fx, presets.recipe(cfg.replace(iters=k), samples), (227, 227), device=device, progress=False)
         _sync(device)
         return time.perf_counter() - t, time.process_time() - c
 
@@ -137,7 +137,7 @@ def corpus_table(device):
             samples = [engine.Sample(l, f[l][0], seed=s, C=presets.mahendran_C(l, m.layers),
                                      T=jitter_amount(m.stride(l))) for l in layers for s in range(2)]
             t = time.perf_counter()
-            res, _ = engine.optimize(m.features, samples, presets.get("mahendran2016"), m.input_size, device=device,
+            res, _ = engine.optimize(m.features, presets.recipe(presets.get("mahendran2016"), samples), m.input_size, device=device,
                                      progress=False)
             secs = time.perf_counter() - t
         for l in layers:

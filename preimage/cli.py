@@ -5,7 +5,6 @@ stays fast and a command's heavy imports (torch, onnxruntime) happen only when i
 is one entry here plus its module under ``preimage/commands/``.
 """
 import errno
-import errno
 import importlib
 import os
 import warnings

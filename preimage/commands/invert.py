@@ -1,10 +1,7 @@
 """``preimage invert``, ``maximize`` and ``caricature``: thin click layers over :mod:`preimage.invert.api`."""
-import os
-
 import click
 
-from ..errors import PreimageError
-from .options import device_option, model_option, size_option
+from .options import device_option, model_option, output_folder, parse_sets, size_option
 
 
 class _SetOption(click.Option):
@@ -47,31 +44,6 @@ def _common(f):
     for o in reversed(opts):
         f = o(f)
     return f
-
-
-def _overrides(sets, C, precision=None):
-    out = {} if precision is None else {"precision": precision}
-    for s in sets:
-        if "=" not in s:
-            raise PreimageError(f"expected KEY=VALUE, got {s!r}", where="--set")
-        k, v = s.split("=", 1)
-        out[k.strip()] = v.strip()
-    if C is not None:
-        out["C"] = C
-    return out
-
-
-def _out_dir(out, kind, model):
-    """The output folder (default KIND-MODEL), checked before minutes of optimisation rather than after."""
-    out = out or f"{kind}-{os.path.splitext(os.path.basename(model))[0]}"
-    p = os.path.abspath(out)
-    while not os.path.exists(p):
-        p = os.path.dirname(p)
-    if not os.path.isdir(p):
-        raise PreimageError("a file stands where the output folder is needed", path=p, where="--out")
-    if not os.access(p, os.W_OK):
-        raise PreimageError("cannot write the output folder here (permission denied)", path=p, where="--out")
-    return out
 
 
 def _run(kind, out, model, **kw):
@@ -160,10 +132,10 @@ def invert(model, layers, preset, seeds, iters, C, sets, precision, batch_size, 
       torchrun --nproc_per_node 4 -m preimage invert -m alexnet.onnx -l conv3 --images photos/ \\
           --batch-size 32 --checkpoint-every 50 -o runs/conv3
     """
-    out = _out_dir(out, "invert", model)
+    out = output_folder(out, "invert", model)
     run, signum = _run("invert", out, model, layers=list(layers), images=list(image_lists) + list(images) or None,
                        preset=preset, seeds=seeds, iters=iters, masks=list(masks), device=device,
-                       overrides=_overrides(sets, C, precision), batch_size=batch_size, size=size,
+                       overrides=parse_sets(sets, C, precision), batch_size=batch_size, size=size,
                        progress=not quiet, checkpoint_every=checkpoint_every)
     _finish(run, out, out, signum)
 
@@ -189,10 +161,10 @@ def maximize(model, layers, preset, seeds, iters, C, sets, precision, batch_size
       preimage maximize --model alexnet.onnx --layer fc8 --unit 281 --seeds 3
       preimage maximize -m alexnet.onnx -l conv5 -u 0 -u 1 -u 2 --device cuda
     """
-    out = _out_dir(out, "maximize", model)
+    out = output_folder(out, "maximize", model)
     run, signum = _run("maximize", out, model, layers=list(layers), units=list(units), images=list(images) or None,
                        preset=preset, seeds=seeds, iters=iters, device=device,
-                       overrides=_overrides(sets, C, precision), batch_size=batch_size, size=size,
+                       overrides=parse_sets(sets, C, precision), batch_size=batch_size, size=size,
                        progress=not quiet, checkpoint_every=checkpoint_every)
     _finish(run, out, out, signum)
 
@@ -213,9 +185,9 @@ def caricature(model, layers, preset, seeds, iters, C, sets, precision, batch_si
       preimage caricature --model alexnet.onnx --layer conv4 cat.jpg
       preimage caricature -m vggm.onnx -l relu5 -l fc8 --iters 200 photo.jpg
     """
-    out = _out_dir(out, "caricature", model)
+    out = output_folder(out, "caricature", model)
     run, signum = _run("caricature", out, model, layers=list(layers), images=list(image_lists) + list(images) or None,
                        preset=preset, seeds=seeds, iters=iters, device=device,
-                       overrides=_overrides(sets, C, precision), batch_size=batch_size, size=size,
+                       overrides=parse_sets(sets, C, precision), batch_size=batch_size, size=size,
                        progress=not quiet, checkpoint_every=checkpoint_every)
     _finish(run, out, out, signum)

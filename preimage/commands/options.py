@@ -88,3 +88,29 @@ def parse_shape(text):
 def shape_callback(ctx, param, value):
     """click callback: a shape option's text -> tuple (None stays None)."""
     return None if value is None else parse_shape(value)
+
+
+def parse_sets(sets, C=None, precision=None):
+    """``--set KEY=VALUE`` ... (with ``--C`` and ``--precision``) -> {key: text} for the invert API."""
+    out = {} if precision is None else {"precision": precision}
+    for s in sets:
+        if "=" not in s:
+            raise PreimageError(f"expected KEY=VALUE, got {s!r}", where="--set")
+        k, v = s.split("=", 1)
+        out[k.strip()] = v.strip()
+    if C is not None:
+        out["C"] = str(C)
+    return out
+
+
+def output_folder(out, kind, model):
+    """The output folder (default KIND-MODEL), checked to be writable before minutes of work rather than after."""
+    out = out or f"{kind}-{os.path.splitext(os.path.basename(model))[0]}"
+    p = os.path.abspath(out)
+    while not os.path.exists(p):
+        p = os.path.dirname(p)
+    if not os.path.isdir(p):
+        raise PreimageError("a file stands where the output folder is needed", path=p, where="--out")
+    if not os.access(p, os.W_OK):
+        raise PreimageError("cannot write the output folder here (permission denied)", path=p, where="--out")
+    return out

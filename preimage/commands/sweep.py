@@ -1,41 +1,9 @@
 """``preimage sweep invert|maximize|caricature|decoder``: thin click layer over :mod:`preimage.sweep`."""
 import click
 
-from .options import device_option, model_option, size_option
+from .options import device_option, model_option, output_folder, parse_sets, size_option
 
 CTX = {"help_option_names": ["-h", "--help"]}
-
-
-def _overrides(sets, C):
-    """--set KEY=VALUE ... (and --C) -> {key: text}."""
-    from ..errors import PreimageError
-
-    out = {}
-    for s in sets:
-        if "=" not in s:
-            raise PreimageError(f"expected KEY=VALUE, got {s!r}", where="--set")
-        k, v = s.split("=", 1)
-        out[k.strip()] = v.strip()
-    if C is not None:
-        out["C"] = str(C)
-    return out
-
-
-def _out_dir(out, kind, model):
-    """The run folder (default KIND-MODEL), checked to be writable before any trial runs."""
-    import os
-
-    from ..errors import PreimageError
-
-    out = out or f"{kind}-{os.path.splitext(os.path.basename(model))[0]}"
-    p = os.path.abspath(out)
-    while not os.path.exists(p):
-        p = os.path.dirname(p)
-    if not os.path.isdir(p):
-        raise PreimageError("a file stands where the run folder is needed", path=p, where="--out")
-    if not os.access(p, os.W_OK):
-        raise PreimageError("cannot write the run folder here (permission denied)", path=p, where="--out")
-    return out
 
 
 def _search_options(f):
@@ -102,10 +70,10 @@ def _inversion(kind, model, layers, images, units, masks, preset, seeds, iters, 
     from ..sweep import Target, parse_space, sweep_inversion
 
     space = parse_space(params)
-    out = _out_dir(out, f"sweep-{kind}", model)
+    out = output_folder(out, f"sweep-{kind}", model)
     target = Target(kind, model, list(layers), images=list(images) or None, units=list(units or []) or None,
                     preset=preset, seeds=seeds, iters=iters, masks=list(masks or []) or None,
-                    overrides=_overrides(sets, C), device=device, score=objective, size=size)
+                    overrides=parse_sets(sets, C), device=device, score=objective, size=size)
     summary = sweep_inversion(target, space, out, n_trials=n_trials, batch=batch, sampler=sampler, seed=seed,
                               storage=storage, study_name=study_name, batched=False if sequential else None,
                               progress=not quiet)

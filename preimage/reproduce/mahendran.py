@@ -6,7 +6,6 @@ import os
 import numpy as np
 
 from .. import plots
-from ..errors import PreimageError
 from .common import (grid, img, model_layers, originals, pictures, register, spread, table_html, write_index,
                      write_table)
 
@@ -60,7 +59,7 @@ def table5(ctx):
     n_img = len(target.images)
     caption = (f"Normalised error ||Phi(x*) - Phi0|| / ||Phi0|| in %, mean +- std over {n_img} image(s) x "
                f"{target.seeds} seed(s); preset mahendran2016 with C overridden; paper: Table 5 (ILSVRC images).")
-    md = write_table(ctx.out, "table5", columns, rows, caption)
+    write_table(ctx.out, "table5", columns, rows, caption)
     series = {f"C = {c:g}": (list(range(len(layers))), [_pct(stats[(l, c)][0]) for l in layers]) for c in C_VALUES}
     plot = _depth_plot(os.path.join(ctx.out, "error_vs_depth.png"), layers, series,
                        {f"C = {c:g}": [_pct(stats[(l, c)][1]) for l in layers] for c in C_VALUES})

@@ -117,8 +117,6 @@ def input_names(n):
 def export_onnx(module, output, input_shape, *, opset=17, dynamic_batch=True, source=None):
     """Export ``module`` to ONNX with the TorchScript-based exporter (no onnxscript needed).
     ``input_shape``: one shape, or a list of shapes for a module with several inputs."""
-    import onnx  # deferred: only when exporting
-
     shapes = input_shapes(input_shape)
     dtype = next((p.dtype for p in module.state_dict().values() if p.is_floating_point()), torch.float32)
     examples = tuple(torch.randn(*s, dtype=dtype) for s in shapes)

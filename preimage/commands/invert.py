@@ -1,7 +1,7 @@
 """``preimage invert``, ``maximize`` and ``caricature``: thin click layers over :mod:`preimage.invert.api`."""
 import click
 
-from .options import device_option, model_option, output_folder, parse_sets, size_option
+from .options import device_option, model_option, output_folder, parse_sets, preset_name, size_option
 
 
 class _SetOption(click.Option):
@@ -19,8 +19,9 @@ def _common(f):
     opts = [
         model_option(help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
         click.option("--layer", "-l", "layers", multiple=True, required=True, help="Layer (or blob) to use; repeat for several."),
-        click.option("--preset", default="mahendran2016", show_default=True, type=click.Choice(["mahendran2016", "posenet2016"]),
-                     help="Published method whose constants to use."),
+        click.option("--preset", default="mahendran2016", show_default=True, metavar="NAME", callback=preset_name,
+                     help="Published method whose constants to use: mahendran2016, mahendran2016-shallow (Table 4: C = 20, "
+                          "no jitter; use with hog/hogb/dsift:pixels=true), posenet2016, or any registered preset."),
         click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Random starts per image (different pre-images)."),
         click.option("--iters", type=click.IntRange(min=0), help="Iterations with jitter (preset: 300); then --set fine_iters=N at 0.1x rate."),
         click.option("--C", "C", type=float, help="Loss weight C (default: per layer, as in the paper)."),

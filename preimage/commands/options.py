@@ -114,3 +114,12 @@ def output_folder(out, kind, model):
     if not os.access(p, os.W_OK):
         raise PreimageError("cannot write the output folder here (permission denied)", path=p, where="--out")
     return out
+
+
+def preset_name(ctx, param, value):
+    """click callback: a registered preset's name, checked when the command line is read."""
+    from ..invert.presets import PRESETS  # deferred: torch; --help stays fast
+
+    if value not in PRESETS:
+        raise click.BadParameter(f"unknown preset {value!r}; expected one of: {', '.join(sorted(PRESETS))}")
+    return value

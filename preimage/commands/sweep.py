@@ -1,7 +1,7 @@
 """``preimage sweep invert|maximize|caricature|decoder``: thin click layer over :mod:`preimage.sweep`."""
 import click
 
-from .options import device_option, model_option, output_folder, parse_sets, size_option
+from .options import device_option, model_option, output_folder, parse_sets, preset_name, size_option
 
 CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -32,8 +32,9 @@ def _inversion_options(f):
     opts = [
         model_option(help="Converted model (.onnx), or a .prototxt with its .caffemodel beside it."),
         click.option("--layer", "-l", "layers", multiple=True, required=True, help="Layer (or blob); repeat for several."),
-        click.option("--preset", default="mahendran2016", show_default=True, type=click.Choice(["mahendran2016", "posenet2016"]),
-                     help="The method whose constants every trial starts from."),
+        click.option("--preset", default="mahendran2016", show_default=True, metavar="NAME", callback=preset_name,
+                     help="The method whose constants every trial starts from (mahendran2016, mahendran2016-shallow, "
+                          "posenet2016, or any registered preset)."),
         click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Random starts per image."),
         click.option("--iters", type=click.IntRange(min=0), help="Iterations per trial (preset: 300)."),
         click.option("--C", "C", type=float, help="Loss weight C for every trial (unless searched)."),

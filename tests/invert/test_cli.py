@@ -95,3 +95,14 @@ def test_ctrl_c_writes_results_so_far_and_exits_130(tiny_onnx, tmp_path):
     assert m["interrupted"] is True
     assert 0 < m["results"][0]["iterations"] < 100000
     assert (out / "grid.png").is_file()
+
+
+def test_preset_names_come_from_the_registry(tiny_onnx, tmp_path):
+    """Every registered preset is accepted (mahendran2016-shallow too); another name is refused before any work."""
+    r = CliRunner().invoke(cli, ["invert", "-m", tiny_onnx, "-l", "conv4", "--preset", "mahendran2016-shallow",
+                                 "--iters", "1", "--set", "fine_iters=0", "-q", "-o", str(tmp_path / "ok")])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "ok" / "metrics.json").read_text())
+    assert m["preset"] == "mahendran2016-shallow" and m["results"][0]["C"] == 20 and m["results"][0]["T"] == 1
+    r = CliRunner().invoke(cli, ["invert", "-m", tiny_onnx, "-l", "conv4", "--preset", "nope", "-o", str(tmp_path / "no")])
+    assert r.exit_code == 2 and "unknown preset 'nope'" in r.output and not (tmp_path / "no").exists()

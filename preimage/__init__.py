@@ -5,7 +5,7 @@ The Python API mirrors the CLI; the most used entry points are importable from h
 """
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _API = {
     "PreimageError": "preimage.errors",

@@ -70,14 +70,13 @@ def _run(kind, out, model, **kw):
     return run, stopped.get("signal")
 
 
-def _finish(run, out, default_out, signum=None):
+def _finish(run, out, signum=None):
     from ..invert.report import summary  # deferred (torch); 'preimage invert --help' stays fast
 
     if run is None:  # a torchrun rank other than 0: rank 0 writes the merged report
         if signum:
             raise SystemExit(128 + int(signum))
         return
-    out = out or default_out
     onnx_model = getattr(run.model.features, "onnx_model", None)
     if onnx_model is not None and not any(p.key == "preimage.preprocess" for p in onnx_model.metadata_props):
         click.echo("warning: the model was not converted by preimage (no 'preimage.preprocess' metadata): images "
@@ -138,7 +137,7 @@ def invert(model, layers, preset, seeds, iters, C, sets, precision, batch_size, 
                        preset=preset, seeds=seeds, iters=iters, masks=list(masks), device=device,
                        overrides=parse_sets(sets, C, precision), batch_size=batch_size, size=size,
                        progress=not quiet, checkpoint_every=checkpoint_every)
-    _finish(run, out, out, signum)
+    _finish(run, out, signum)
 
 
 @click.command()
@@ -167,7 +166,7 @@ def maximize(model, layers, preset, seeds, iters, C, sets, precision, batch_size
                        preset=preset, seeds=seeds, iters=iters, device=device,
                        overrides=parse_sets(sets, C, precision), batch_size=batch_size, size=size,
                        progress=not quiet, checkpoint_every=checkpoint_every)
-    _finish(run, out, out, signum)
+    _finish(run, out, signum)
 
 
 @click.command()
@@ -191,4 +190,4 @@ def caricature(model, layers, preset, seeds, iters, C, sets, precision, batch_si
                        preset=preset, seeds=seeds, iters=iters, device=device,
                        overrides=parse_sets(sets, C, precision), batch_size=batch_size, size=size,
                        progress=not quiet, checkpoint_every=checkpoint_every)
-    _finish(run, out, out, signum)
+    _finish(run, out, signum)

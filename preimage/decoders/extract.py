@@ -23,7 +23,7 @@ from ..errors import PreimageError
 from ..fileio import atomic_path, sha256_file, write_text_atomic
 from ..preprocess import IMAGE_SUFFIXES, Preprocess, load_image, resize_center_crop
 from .dataset import FORMAT, SPLITS, TargetTransform, shard_name
-from .distributed import Distributed
+from ..distributed import Distributed
 
 
 def list_images(source):

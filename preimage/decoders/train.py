@@ -28,7 +28,7 @@ from . import extract
 from .architectures import build_decoder, encoder_geometry, stages_to_json
 from .checkpoint import load_checkpoint
 from .dataset import FeatureStore, store_id
-from .distributed import Distributed
+from ..distributed import Distributed
 from .steps import GANStep, ReconstructionStep, balance, euclidean_loss
 from .trainer import Precision, TrainConfig, Trainer, read_metrics
 

@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 from ..fileio import atomic_path
 from .energy import State, Term, evaluate
 from .optimizers import HOOKS, OPTIMIZERS
-from .parameterization import init_noise  # noqa: F401  (kept importable from here)
 from .transforms import crop
 
 
@@ -92,7 +91,7 @@ def _hyper(value, idx, like):
 class _Loop:
     """The state of one optimisation: canvases, optimisers, transforms, curves, step counter."""
 
-    def __init__(self, features, recipe, size, device, dtype, precision):
+    def __init__(self, features, recipe, size, device, dtype, precision, checkpointed=False):
         self.features, self.recipe, self.size = features, recipe, tuple(size)
         self.device, self.dtype = device, dtype
         self.sched = recipe.schedule
@@ -111,6 +110,7 @@ class _Loop:
         self.step = 0
         self.resumed_from = None
         self.in_step, self.pre_step = False, None
+        self.checkpointed = checkpointed  # only then are the transforms' states kept before each step
         self.autocast = (torch.autocast(device.type, dtype=precision) if precision not in (None, torch.float32)
                          else contextlib.nullcontext())
 
@@ -172,7 +172,8 @@ class _Loop:
 
     def one_step(self, stage):
         # the transforms' RNG states before this step's draws: an interruption inside the step saves these
-        self.pre_step = [t.state() for t in self.recipe.transforms] if self.transforming else None
+        self.pre_step = ([t.state() for t in self.recipe.transforms] if self.checkpointed and self.transforming
+                         else None)
         self.in_step = True
         for c in self.canvases:
             c.requires_grad_(True)
@@ -226,7 +227,7 @@ def optimize(features, recipe, size, device="cpu", dtype=torch.float32, progress
     metrics (e.g. ``normalized_error``), ``iterations``, ``seconds``.
     """
     device = torch.device(device)
-    loop = _Loop(features, recipe, size, device, dtype, precision)
+    loop = _Loop(features, recipe, size, device, dtype, precision, checkpointed=checkpoint is not None)
     saved = checkpoint.load() if checkpoint is not None else None
     every = max(1, loop.total // 50)
     bar = tqdm(total=loop.total, desc=desc, unit="step", disable=not progress, leave=False)

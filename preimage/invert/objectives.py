@@ -86,71 +86,79 @@ class FeatureTerm(Term):
         self._cache = None
 
     def _on(self, phi):
-        """Target, mask and sample index on phi's device and dtype (moved once)."""
+        """Target, mask, sample index and normaliser on phi's device and dtype (made once, not every step)."""
         if self._cache is None or self._cache[0].device != phi.device or self._cache[0].dtype != phi.dtype:
             t = torch.as_tensor(self.target).to(phi.device, phi.dtype)
             if t.dim() == phi.dim() - 1:
                 t = t.unsqueeze(0)
             m = None if self.mask is None else torch.as_tensor(self.mask).to(phi.device, phi.dtype)
             idx = None if self.samples is None else self.samples.to(phi.device)
-            self._cache = (t, m, idx)
+            self._cache = (t, m, idx, self.normaliser(t, m))
         return self._cache
 
     def value(self, state):
         phi = state.features[self.layer]
-        t, m, idx = self._on(phi)
+        t, m, idx, z = self._on(phi)
         if idx is not None and idx.numel() != phi.shape[0]:
             phi = phi.index_select(0, idx)
         if t.shape[0] != phi.shape[0]:
             t = t.expand(phi.shape[0], *t.shape[1:])
-        v = self.compute(phi, t, m)
+        v = self.compute(phi, t, m, z)
         if idx is None or idx.numel() == state.n:
             return v
         return torch.zeros(state.n, device=v.device, dtype=v.dtype).index_add(0, idx, v)
 
-    def compute(self, phi, t, m):
+    def compute(self, phi, t, m, z):
         raise NotImplementedError
 
-    def z(self, t, m, default):
-        """The normaliser: the ``z`` parameter when given (float or per-sample), else ``default(t, m)``."""
+    def own_z(self, t, m):
+        """The term's own normaliser of targets ``t`` (None: the term has none)."""
+        return None
+
+    def normaliser(self, t, m):
+        """The ``z`` parameter (a float, or per sample with None where the term's own applies), else own_z."""
         z = self.params.get("z")
-        return default(t, m) if z is None else per_sample(z, t.shape[0], t)
-
-
-def _sq(t, m):
-    return normaliser("l2", t, m)
-
-
-def _norm(t, m):
-    return normaliser("inner", t, m)
+        if z is None:
+            return self.own_z(t, m)
+        if isinstance(z, (list, tuple)) and any(v is None for v in z):
+            own = self.own_z(t, m).expand(len(z))
+            given = torch.tensor([float("nan") if v is None else float(v) for v in z], device=t.device, dtype=t.dtype)
+            return torch.where(torch.isnan(given), own, given)
+        return per_sample(z, len(z) if isinstance(z, (list, tuple)) else t.shape[0], t)
 
 
 class _FeatureL2(FeatureTerm):
     name = "feature_l2"
 
-    def compute(self, phi, t, m):
-        return l2(phi, t, m, self.z(t, m, _sq))
+    def own_z(self, t, m):
+        return normaliser("l2", t, m)
+
+    def compute(self, phi, t, m, z):
+        return l2(phi, t, m, z)
 
 
 class _L2Distance(FeatureTerm):
     name = "l2_distance"
 
-    def compute(self, phi, t, m):
+    def compute(self, phi, t, m, z):
         return l2_distance(phi, t, m)
 
 
 class _Inner(FeatureTerm):
     name = "inner_product"
 
-    def compute(self, phi, t, m):
-        return inner(phi, t, m, self.z(t, m, _norm))
+    def own_z(self, t, m):
+        return normaliser("inner", t, m)
+
+    def compute(self, phi, t, m, z):
+        return inner(phi, t, m, z)
 
 
 class _RelativeLoss(FeatureTerm):
     name = "relative_loss"
     kind = "metric"
 
-    def compute(self, phi, t, m):
+    def compute(self, phi, t, m, z):
         return relative_loss(phi, t)
 
 
@@ -158,7 +166,7 @@ class _NormalizedError(FeatureTerm):
     name = "normalized_error"
     kind = "metric"
 
-    def compute(self, phi, t, m):
+    def compute(self, phi, t, m, z):
         return normalized_error(phi, t, m)
 
 

@@ -63,10 +63,6 @@ class Config:
                "tv": {"beta": self.beta, "V": self.V if self.V is not None else self.B / 6.5}}.get(name, {})
         return dict(term_parameters(name), **own, **self.term_params.get(name, {}))
 
-    def params(self):
-        """Resolved constants of the default priors (V defaults to B / 6.5)."""
-        return dict(self.term("bounded_range"), **self.term("tv"))
-
     def replace(self, **kw):
         return dataclasses.replace(self, **kw)
 
@@ -120,13 +116,6 @@ def get(name, **overrides):
         raise PreimageError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}", where="--preset")
     return PRESETS[name].config(**overrides)
 
-
-def mahendran2016(**kw):
-    return get("mahendran2016", **kw)
-
-
-def posenet2016(**kw):
-    return get("posenet2016", **kw)
 
 
 def default_C(cfg, layer, model=None):
@@ -268,13 +257,10 @@ def _targets(samples, idx):
     return t, torch.stack([torch.ones(t.shape[1:]) if m is None else torch.broadcast_to(m, t.shape[1:]) for m in ms])
 
 
-def _z(samples, cfgs, idx, objective, t, mask):
-    """Per-sample normaliser overrides (a sample's own z, else its config's), None where the term's own."""
+def _z(samples, cfgs, idx):
+    """Per-sample normaliser overrides (a sample's own z, else its config's; None: the term's own)."""
     zs = [samples[i].z if samples[i].z is not None else cfgs[i].z for i in idx]
-    if all(z is None for z in zs):
-        return None
-    own = objectives.normaliser(objective, t, mask)
-    return torch.tensor([own[k].item() if z is None else float(z) for k, z in enumerate(zs)], dtype=torch.float64)
+    return None if all(z is None for z in zs) else zs
 
 
 def data_energy(samples, cfgs):
@@ -290,7 +276,7 @@ def data_energy(samples, cfgs):
     terms = []
     for layer, idx in layers.items():
         t, mask = _targets(samples, idx)
-        kw = {} if name == "l2_distance" else {"z": _z(samples, cfgs, idx, objective, t, mask)}
+        kw = {} if name == "l2_distance" else {"z": _z(samples, cfgs, idx)}
         term = TERMS[name](layer, t, mask, samples=idx, **kw)
         C = [float(samples[i].C) if i in set(idx) else 0.0 for i in range(n)]
         terms.append((C if len(set(C)) > 1 else C[0]) * term)

@@ -131,14 +131,22 @@ class ImageTerm(Term):
                 kw = {k: (v[0] if k in lists else v) for k, v in self.params.items()}
                 out.append(self.fn(x, **kw))
                 continue
-            keys = list(zip(*lists.values()))
             v = x.new_zeros(x.shape[0])
-            for key in dict.fromkeys(keys):
-                idx = torch.tensor([i for i, k in enumerate(keys) if k == key], device=x.device)
-                kw = dict(self.params, **dict(zip(lists, key)))
+            for idx, kw in self._subgroups(tuple(idx_list), lists, x.device):
                 v = v.index_add(0, idx, self.fn(x.index_select(0, idx), **kw))
             out.append(v)
         return state.to_samples(torch.cat(out))
+
+    def _subgroups(self, group, lists, device):
+        """(row index tensor, parameters) per distinct parameter tuple of a canvas group: made once per group,
+        not at every step."""
+        cache = self.__dict__.setdefault("_subgroup_cache", {})
+        if (group, device) not in cache:
+            keys = list(zip(*lists.values()))
+            cache[group, device] = [
+                (torch.tensor([i for i, k in enumerate(keys) if k == key], device=device),
+                 dict(self.params, **dict(zip(lists, key)))) for key in dict.fromkeys(keys)]
+        return cache[group, device]
 
 
 def prior(name, fn=None):

@@ -22,22 +22,11 @@ from ..errors import PreimageError
 from ..fileio import atomic_path
 from ..models import samples as bundled
 from ..device import resolve_device
+from ..distributed import Distributed
 from ..preprocess import IMAGE_SUFFIXES, save_image
 from . import api, engine, presets
 from .model import check_layers
 from .report import result_png
-
-
-@dataclass
-class Ranks:
-    rank: int = 0
-    world: int = 1
-    local: int = 0
-
-    @classmethod
-    def from_env(cls):
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def expand_images(specs):
@@ -63,25 +52,6 @@ def expand_images(specs):
         else:
             out.append(spec)
     return out
-
-
-def _device(device, ranks):
-    """Each rank its own GPU (LOCAL_RANK) when the run is on CUDA."""
-    d = resolve_device(device)
-    if d.type == "cuda" and ranks.world > 1:
-        d = torch.device("cuda", ranks.local % torch.cuda.device_count())
-        torch.cuda.set_device(d)
-    return d
-
-
-def _process_group(ranks, device):
-    """(torch.distributed or None, whether this call opened the group and must close it)."""
-    import torch.distributed as dist
-
-    if ranks.world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return dist, True
-    return (dist if ranks.world > 1 else None), False
 
 
 def _model_id(model):
@@ -217,7 +187,7 @@ def _optimise(plan, folder, kind, device, opts, ranks):
         recipe = presets.recipe(chunk[0].cfg, chunk)
         desc = f"{kind} [rank {ranks.rank}]" if ranks.world > 1 else kind
         res, interrupted = engine.optimize(plan.m.features, recipe, plan.m.input_size, device=device,
-                                           dtype=plan.m.dtype, progress=opts["progress"] and ranks.rank == 0,
+                                           dtype=plan.m.dtype, progress=opts["progress"] and ranks.main,
                                            desc=desc, precision=api.precision_of(chunk[0].cfg), checkpoint=ck)
         finish = plan.m.preprocess.to_uint8(torch.stack([r["x"] for r in res]))
         for k, s, r, img in zip(idx, chunk, res, finish):
@@ -243,29 +213,23 @@ def run_folder(kind, model, layers, out, *, images=None, units=None, preset="mah
 
     Returns (Run with every finished result, or None on ranks other than 0; interrupted). Rank 0 merges the
     results of all ranks; the caller writes the report."""
-    ranks = Ranks.from_env()
-    dev = _device(device, ranks)
-    group, opened = _process_group(ranks, dev)
     if isinstance(layers, str):
         layers = [layers]
     paths = expand_images(images) if images else bundled.paths()
+    if kind != "maximize" and not paths:
+        raise PreimageError(f"no images to {kind} (and no bundled samples found)")
     folder = Folder(out, kind, model, masks)
     opts = dict(preset=preset, seeds=seeds, iters=iters, masks=masks, overrides=overrides, batch_size=batch_size,
                 preprocess=preprocess, size=size, progress=progress, checkpoint_every=checkpoint_every, trials=trials)
-    if kind == "maximize":
-        plan = _plan_units(model, layers, units, paths, folder, ranks, dev, opts)
-    else:
-        if not paths:
-            raise PreimageError(f"no images to {kind} (and no bundled samples found)")
-        plan = _plan_images(kind, model, layers, paths, folder, ranks, dev, opts)
-    interrupted = _optimise(plan, folder, kind, dev, opts, ranks)
-    if group is not None:
-        flag = torch.tensor([int(interrupted)], device=dev if dev.type == "cuda" else "cpu")
-        group.all_reduce(flag)  # also the barrier: every rank has saved its share
-        interrupted = bool(flag.item())
-        if opened:  # a process exiting with gloo's threads still up aborts ("terminate called ...")
-            group.destroy_process_group()
-    if ranks.rank != 0:
+    # torchrun's process group (each rank on its GPU), or one process; closed once every rank has saved its share
+    with Distributed(resolve_device(device)) as ranks:
+        dev = ranks.device
+        if kind == "maximize":
+            plan = _plan_units(model, layers, units, paths, folder, ranks, dev, opts)
+        else:
+            plan = _plan_images(kind, model, layers, paths, folder, ranks, dev, opts)
+        interrupted = ranks.any(_optimise(plan, folder, kind, dev, opts, ranks))
+    if not ranks.main:
         return None, interrupted
     return _merge(kind, plan, folder, paths, dev, interrupted), interrupted
 

@@ -81,7 +81,7 @@ class L1Step:
 def test_trainer_runs_a_strategy_from_outside_and_resumes_it(four, tmp_path):
     from preimage.decoders.architectures import build_decoder
     from preimage.decoders.dataset import FeatureStore
-    from preimage.decoders.distributed import Distributed
+    from preimage.distributed import Distributed
     from preimage.decoders.trainer import Precision, TrainConfig
 
     store = FeatureStore(four)

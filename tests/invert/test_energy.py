@@ -15,17 +15,7 @@ from preimage.invert.energy import State, evaluate
 from preimage.invert.optimizers import Adam
 from preimage.models import samples as bundled
 
-
-class Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.c = torch.nn.Conv2d(3, 4, 3, stride=2)
-        self.fc = torch.nn.Linear(4 * 7 * 7, 5)
-
-    def forward(self, x):
-        a = torch.relu(self.c(x))
-        return {"a": a, "fc": self.fc(a.flatten(1))}
+from invert_nets import Net
 
 
 def _setup(n=3):

@@ -1,4 +1,5 @@
-"""The process group that torchrun asks for, or a single process: one object that training and extraction share.
+"""The process group that torchrun asks for, or a single process: one object that decoder training,
+feature extraction and sharded inversion runs share.
 
 Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1) it opens the process group (NCCL on CUDA, each
 rank on its ``LOCAL_RANK`` GPU; gloo on CPU) and closes it again if it opened it. With one process every

@@ -22,44 +22,52 @@ import torch.nn.functional as F
 
 from ...errors import PreimageError
 from .base import REPRESENTATIONS, Representation, field, grey
+from .dsift_autograd import BINS_T, FlatCells, Orientations, filter_cells
 
 EPS_F = float(np.finfo(np.float32).eps)  # VL_EPSILON_F
-BINS_T, BINS_XY = 8, 4
+SQRT_FLOOR = 1e-8  # vl_fast_sqrt_f returns 0 below it
+BINS_XY = 4
 
 
 C3, C1 = 0.1821, 0.9675
+ONE = torch.tensor(1.0)
+TWO_PI = float(np.float32(2 * math.pi))
+HALF_PI, QUARTER_PI = float(np.float32(math.pi / 2)), float(np.float32(math.pi / 4))  # 3 pi / 4 = their sum
 
 
-def fast_atan2(y, x, parts=False):
-    """vl_fast_atan2_f, operation by operation (the x < 0 branch as sign flips, which are exact).
-    ``parts``: also (r, denominator, |y| + eps), for the derivative."""
+def fast_atan2(y, x):
+    """vl_fast_atan2_f, operation by operation, with the branches on the signs of x and y as
+    multiplications by +-1 (exact; elementwise selects are many times slower than arithmetic on the
+    CPU). Returns (angle in (-pi, pi], r, denominator, |y| + eps); the last three for the derivative."""
     abs_y = torch.abs(y) + EPS_F
-    pos = x >= 0
-    s = torch.where(pos, 1.0, -1.0).to(x.dtype)
-    den = s * x + abs_y
-    r = (x - s * abs_y) / den
-    base = torch.where(pos, float(np.float32(math.pi / 4)), float(np.float32(3 * math.pi / 4))).to(x.dtype)
-    angle = base + (C3 * r * r - C1) * r
-    angle = torch.where(y < 0, -angle, angle)
-    return (angle, r, den, abs_y) if parts else angle
+    sx = torch.copysign(ONE, x + 0.0)  # +1 where x >= 0 (adding 0.0 turns -0.0 into +0.0), else -1
+    den = torch.abs(x) + abs_y  # s x + |y| + eps
+    r = sx * (torch.abs(x) - abs_y) / den  # (x - s (|y| + eps)) / den, the same rounding
+    base = HALF_PI - sx * QUARTER_PI  # pi / 4 or 3 pi / 4, exactly VLFeat's float32 constants
+    angle = (base + (C3 * r * r - C1) * r) * torch.copysign(ONE, y + 0.0)
+    return angle, r, den, abs_y
 
 
 def fast_sqrt(v):
     """vl_fast_sqrt_f (0 below 1e-8; else v times the bit-trick inverse square root after two Newton
     steps) in float32; the gradient is that of sqrt. Other dtypes: the exact square root."""
-    small = v < 1e-8
+    small = v < SQRT_FLOOR
     safe = torch.where(small, torch.ones_like(v), v)
     exact = torch.sqrt(safe)
     if v.dtype == torch.float32:
         with torch.no_grad():
-            s = safe.detach()
-            y = (0x5f3759df - (s.view(torch.int32) >> 1)).view(torch.float32)
-            half = 0.5 * s
-            y = y * (1.5 - half * y * y)
-            y = y * (1.5 - half * y * y)
-            approx = s * y
+            approx = fast_sqrt_approx(safe.detach())
         exact = exact + (approx - exact).detach()
     return torch.where(small, torch.zeros_like(v), exact)
+
+
+def fast_sqrt_approx(s):
+    """vl_fast_sqrt_f's value for float32 ``s`` >= 1e-8 (no gradient)."""
+    y = (0x5f3759df - (s.view(torch.int32) >> 1)).view(torch.float32)
+    half = 0.5 * s
+    y = y * (1.5 - half * y * y)
+    y = y * (1.5 - half * y * y)
+    return s * y
 
 
 class DSIFT(Representation):
@@ -97,27 +105,37 @@ class DSIFT(Representation):
 
     def orientations(self, gx, gy, keep=None):
         """The 8 maps; ``keep`` (a dict) receives what the derivative needs."""
-        angle, r, den, ay = fast_atan2(gy, gx, parts=True)
-        two_pi = float(np.float32(2 * math.pi))
-        angle = torch.where(angle < 0, angle + two_pi, angle)
-        angle = torch.where(angle > two_pi, angle - two_pi, angle)
-        wide = torch.float64 if angle.dtype == torch.float32 else angle.dtype
+        angle, r, den, ay = fast_atan2(gy, gx)
+        # VLFeat adds 2 pi to negative angles (here by arithmetic: ``wrap`` is 1 there, else 0)
+        wrap = 0.5 - 0.5 * torch.copysign(ONE, angle + 0.0)
+        angle = angle + TWO_PI * wrap
+        wide = torch.float64 if angle.dtype == torch.float32 else angle.dtype  # VLFeat scales in double
         nt = (angle.to(wide) * (BINS_T / (2 * math.pi))).to(angle.dtype)
         with torch.no_grad():
             b = torch.floor(nt)
         frac = nt - b
         s2 = gx * gx + gy * gy
-        mod = fast_sqrt(s2)
+        # vl_fast_sqrt_f, 0 below 1e-8: ``big`` is 1 where s2 >= 1e-8, else 0, by arithmetic
+        big = torch.clamp((s2 - SQRT_FLOOR) * 1e30 + 1, 0, 1)
+        safe = torch.clamp(s2, min=SQRT_FLOOR)
+        mod = fast_sqrt_approx(safe) * big if s2.dtype == torch.float32 else torch.sqrt(safe) * big
+        n, _, h, w = gx.shape
         b = b.long()
+        lo = (b & (BINS_T - 1)).view(n, h, w, 1)  # bin 8 (angle 2 pi) is bin 0 (BINS_T is a power of two)
+        hi = ((b + 1) & (BINS_T - 1)).view(n, h, w, 1)
         if keep is not None:  # d angle / d (gx, gy) of the rational function, d mod of the exact sqrt
-            inv = torch.where(s2 < 1e-8, 0.0, torch.rsqrt(torch.where(s2 < 1e-8, 1.0, s2)))
+            inv = torch.rsqrt(safe) * big
             slope = ((3 * C3) * r * r - C1) * (BINS_T / (2 * math.pi)) / (den * den)
-            slope = torch.where(gy < 0, -slope, slope)
-            keep.update(b=b, frac=frac, mod=mod, ux=gx * inv, uy=gy * inv, kx=slope * 2 * ay,
+            slope = slope * torch.copysign(ONE, gy + 0.0)
+            keep.update(lo=lo, hi=hi, frac=frac, mod=mod, ux=gx * inv, uy=gy * inv, kx=slope * 2 * ay,
                         ky=slope * -2 * gx * torch.sign(gy))
-        o = torch.zeros(gx.shape[0], BINS_T, *gx.shape[2:], dtype=gx.dtype, device=gx.device)
-        o = o.scatter(1, torch.remainder(b, BINS_T), (1 - frac) * mod)
-        return o.scatter_add(1, torch.remainder(b + 1, BINS_T), frac * mod)
+        # Each pixel feeds two of the 8 maps. They are laid out N x H x W x 8 (a channels-last view is
+        # returned), so the scatter here, the gathers of the backward and the cells' filter over the
+        # rows all run over contiguous memory.
+        o = torch.zeros(n, h, w, BINS_T, dtype=gx.dtype, device=gx.device)
+        o.scatter_(3, lo, ((1 - frac) * mod).view(n, h, w, 1))
+        o.scatter_add_(3, hi, (frac * mod).view(n, h, w, 1))
+        return o.permute(0, 3, 1, 2)
 
     @staticmethod
     def _conv(o, kernel, dim):
@@ -150,16 +168,28 @@ class DSIFT(Representation):
         cols = list(range(w)) if cols is None else cols
         ay = self._matrix(h, rows, o)
         ax = self._matrix(w, cols, o)
-        out = torch.matmul(torch.matmul(ay, o), ax.t())
-        if o.dtype != torch.float32 or not self.exact:
+        last = o.permute(0, 2, 3, 1)  # N x H x W x 8: a view of the orientation maps' own layout
+        out = filter_cells(last, ay, ax)
+        return self._exact(out, last, rows, cols)
+
+    def _exact(self, out, last, rows, cols):
+        """``out`` with VLFeat's float32 running-sum values (from the maps ``last``, N x H x W x 8) and
+        the direct filter's derivative; ``out`` itself where ``exact`` is off or not float32."""
+        if out.dtype != torch.float32 or not self.exact:
             return out
         with torch.no_grad():
-            r = torch.as_tensor(rows, device=o.device)
-            y = triangle_running_sums(o.detach().permute(2, 0, 1, 3).reshape(h, -1), self.bin).reshape(h, n, c, w)
-            y = y.index_select(0, r)
-            vl = triangle_running_sums(y.permute(3, 1, 2, 0).reshape(w, -1), self.bin).reshape(w, n, c, len(rows))
-            vl = vl.index_select(0, torch.as_tensor(cols, device=o.device)).permute(1, 2, 3, 0)
+            y = triangle_running_sums(last.detach(), self.bin, 1)
+            y = y.index_select(1, torch.as_tensor(rows, device=out.device))
+            vl = triangle_running_sums(y, self.bin, 2).index_select(2, torch.as_tensor(cols, device=out.device))
+            vl = vl.permute(0, 3, 1, 2)
         return out + (vl - out).detach()
+
+    def sampled_cells(self, g, rows, cols, chunk=1):
+        """grey -> the flat window's cells at ``rows`` x ``cols``, image by image (:class:`FlatCells`)."""
+        n, _, h, w = g.shape
+        full = g.new_empty(n, h, w, BINS_T) if (self.exact and g.dtype == torch.float32) else None
+        out = FlatCells.apply(g, self, self._matrix(h, rows, g), self._matrix(w, cols, g), chunk, full)
+        return out if full is None else self._exact(out, full, rows, cols)
 
     def _matrix(self, length, at, like):
         key = (length, tuple(at), like.dtype, like.device)
@@ -174,17 +204,24 @@ class DSIFT(Representation):
             self._matrices[key] = torch.as_tensor(m, dtype=like.dtype, device=like.device)
         return self._matrices[key]
 
-    def descriptors(self, o, ny, nx):
+    def sample_points(self, ny, nx):
+        """The rows and columns at which the descriptors read the flat window's cells."""
+        b, s = self.bin, self.step
+        return (sorted({by * b + i * s for by in range(BINS_XY) for i in range(ny)}),
+                sorted({bx * b + j * s for bx in range(BINS_XY) for j in range(nx)}))
+
+    def descriptors(self, o, ny, nx, cells=None):
+        """The 128 components per frame from the orientation maps ``o`` (or, flat window, from the
+        ``cells`` at :meth:`sample_points`, when they were computed already)."""
         b, s = self.bin, self.step
         parts = []
         if self.fast:  # each bin reweighted by the Gaussian window's mean over it (times bin: unit height)
-            rows = sorted({by * b + i * s for by in range(BINS_XY) for i in range(ny)})
-            cols = sorted({bx * b + j * s for bx in range(BINS_XY) for j in range(nx)})
-            cells = self.flat_cells(o, rows, cols)
+            rows, cols = self.sample_points(ny, nx)
+            cells = self.flat_cells(o, rows, cols) if cells is None else cells
             ry, rx = {r: k for k, r in enumerate(rows)}, {c: k for k, c in enumerate(cols)}
             means = [float(window_mean(b, i, self.window) * np.float32(b)) for i in range(BINS_XY)]
             idx = lambda pos, start, count: torch.as_tensor([pos[start + i * s] for i in range(count)],  # noqa: E731
-                                                            device=o.device)
+                                                            device=cells.device)
             for by in range(BINS_XY):
                 sel = cells.index_select(2, idx(ry, by * b, ny))
                 for bx in range(BINS_XY):
@@ -211,7 +248,13 @@ class DSIFT(Representation):
             out["gradients"] = torch.cat(self.gradients(g), 1)
         if wanted <= {"grey", "gradients"}:
             return out
-        o = _Orientations.apply(g, self)
+        frame = self.bin * (BINS_XY - 1) + 1
+        h, w = x.shape[2:]
+        ny, nx = (h - frame) // self.step + 1, (w - frame) // self.step + 1
+        if self.fast and not wanted & {"orientations", "cells"}:  # the descriptors alone: image by image
+            out["dsift"] = self.descriptors(None, ny, nx, self.sampled_cells(g, *self.sample_points(ny, nx)))
+            return out
+        o = Orientations.apply(g, self)
         out["orientations"] = o
         if "cells" in wanted:
             if not self.fast:
@@ -219,32 +262,36 @@ class DSIFT(Representation):
                                     where="--layer")
             out["cells"] = self.flat_cells(o)
         if "dsift" in wanted:
-            frame = self.bin * (BINS_XY - 1) + 1
-            h, w = x.shape[2:]
-            ny, nx = (h - frame) // self.step + 1, (w - frame) // self.step + 1
             out["dsift"] = self.descriptors(o, ny, nx)
         return out
 
 
-def triangle_running_sums(x, d):
-    """vl_imconvcoltri_f along dim 0 of an L x M float32 tensor (padding by continuity, step 1), with
-    its float32 running sums taken in VLFeat's order."""
-    length = x.shape[0]
-    buf = torch.empty(length + d, x.shape[1], dtype=x.dtype, device=x.device)  # buf[p] = buffer[p - d]
-    buf[d + length - 1] = x[length - 1]
+def triangle_running_sums(x, d, dim=0):
+    """vl_imconvcoltri_f along ``dim`` of a float32 tensor (padding by continuity, step 1), with its
+    float32 running sums taken in VLFeat's order: one slice along ``dim`` at a time, each step
+    vectorised over the others, in place in one buffer (torch's CPU ``cumsum`` accumulates in float64
+    and numpy's is strided along a leading axis, so neither rounds, or runs, like this)."""
+    length = x.shape[dim]
+    shape = list(x.shape)
+    shape[dim] = length + d
+    buf = torch.empty(shape, dtype=x.dtype, device=x.device)  # buf[p] = VLFeat's buffer[p - d]
+    row, at = buf.select, x.select
+    row(dim, d + length - 1).copy_(at(dim, length - 1))
     for y in range(length - 2, -1, -1):  # integrate backward
-        torch.add(buf[d + y + 1], x[y], out=buf[d + y])
+        torch.add(row(dim, d + y + 1), at(dim, y), out=row(dim, d + y))
     for p in range(d - 1, -1, -1):  # continuity: the first sample repeated
-        torch.add(buf[p + 1], x[0], out=buf[p])
-    last = buf[d + length - 1].clone()
-    head = buf[:length] - buf[d:d + length]  # buffer[y] -= buffer[y + d], y < L - d (reads unmodified values)
+        torch.add(row(dim, p + 1), at(dim, 0), out=row(dim, p))
+    last = row(dim, d + length - 1).clone()
+    for start in range(0, length, d):  # buffer[y] -= buffer[y + d], y < L: each block reads one not yet changed
+        n = min(d, length - start)
+        buf.narrow(dim, start, n).sub_(buf.narrow(dim, start + d, n))
     k = torch.arange(length - d, length, dtype=x.dtype, device=x.device)
-    tail = buf[length:] - last * (length - d - k)[:, None]
-    buf[:length], buf[length:] = head, tail
+    coef = (length - d - k).view([d if i == dim else 1 for i in range(x.ndim)])
+    buf.narrow(dim, length, d).sub_(last.unsqueeze(dim) * coef)
     for p in range(1, length + d):  # integrate forward
-        buf[p] += buf[p - 1]
+        row(dim, p).add_(row(dim, p - 1))
     scale = float(np.float32(1.0 / (d * d)))
-    return scale * (buf[d:] - buf[:length])
+    return scale * (buf.narrow(dim, d, length) - buf.narrow(dim, 0, length))
 
 
 def _window(bin, index, window):
@@ -253,46 +300,6 @@ def _window(bin, index, window):
     sigma = np.float32(bin) * np.float32(window)
     z = ((t - delta) / sigma).astype(np.float32)
     return t, np.exp(np.float32(-0.5) * z * z).astype(np.float32)
-
-
-class _Orientations(torch.autograd.Function):
-    """grey -> the 8 orientation maps, with a written backward (the derivative of the same formulas:
-    central differences, vl_fast_atan2_f's rational function, the exact square root)."""
-
-    @staticmethod
-    def forward(ctx, g, rep):
-        gx, gy = rep.gradients(g)
-        keep = {} if ctx.needs_input_grad[0] else None
-        o = rep.orientations(gx, gy, keep)
-        if keep is not None:
-            ctx.save_for_backward(*(keep[k] for k in ("b", "frac", "mod", "ux", "uy", "kx", "ky")))
-        return o
-
-    @staticmethod
-    def backward(ctx, do):
-        b, frac, mod, ux, uy, kx, ky = ctx.saved_tensors
-        d0 = do.gather(1, torch.remainder(b, BINS_T))
-        d1 = do.gather(1, torch.remainder(b + 1, BINS_T))
-        dmod = d0 + frac * (d1 - d0)
-        dangle = mod * (d1 - d0)
-        dgx = dmod * ux + dangle * kx
-        dgy = dmod * uy + dangle * ky
-        return _difference_adjoint(dgx, 3) + _difference_adjoint(dgy, 2), None
-
-
-def _difference_adjoint(d, dim):
-    """Adjoint of DSIFT's differences along ``dim``: one-sided on the border, central (x 0.5) inside."""
-    n = d.shape[dim]
-    out = torch.zeros_like(d)
-    first, last = d.narrow(dim, 0, 1), d.narrow(dim, n - 1, 1)
-    mid = 0.5 * d.narrow(dim, 1, n - 2)
-    out.narrow(dim, 1, 1).add_(first)
-    out.narrow(dim, 0, 1).sub_(first)
-    out.narrow(dim, 2, n - 2).add_(mid)
-    out.narrow(dim, 0, n - 2).sub_(mid)
-    out.narrow(dim, n - 1, 1).add_(last)
-    out.narrow(dim, n - 2, 1).sub_(last)
-    return out
 
 
 def gaussian_kernel(bin, index, window):

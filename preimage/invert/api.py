@@ -22,6 +22,7 @@ from . import engine, masks as mask_mod, presets
 from .model import check_layers, open_model
 from .report import write_report
 from .transforms import jitter_amount
+from .window import windowed
 
 
 @dataclass
@@ -125,7 +126,7 @@ def _chunks(samples, batch_size):
     return out
 
 
-def run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress):
+def run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_size, progress, features=None):
     run = Run(kind=kind, model=m, config=cfg, images=names, originals=None if x0 is None else x0.cpu(),
               layers=layers, seeds=seeds, device=str(device))
     t0 = time.perf_counter()
@@ -133,7 +134,7 @@ def run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_s
     for k, chunk in enumerate(chunks):
         desc = f"{kind} {k + 1}/{len(chunks)}" if len(chunks) > 1 else kind
         recipe = presets.recipe(chunk[0].cfg, chunk)
-        res, interrupted = engine.optimize(m.features, recipe, m.input_size, device=device, dtype=m.dtype,
+        res, interrupted = engine.optimize(features or m.features, recipe, m.input_size, device=device, dtype=m.dtype,
                                            progress=progress, desc=desc, precision=precision_of(chunk[0].cfg))
         for s, r in zip(chunk, res):
             r.update(s.info)
@@ -251,10 +252,13 @@ def caricature_gain(m, run, feats, names):
 
 
 def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds=1, iters=None, device="auto",
-             overrides=None, batch_size=None, preprocess=None, size=None, progress=True, trials=None):
+             overrides=None, batch_size=None, preprocess=None, size=None, progress=True, trials=None, window=True):
     """Activation maximization: Phi0 = e_unit (the channel's centre location for conv features), loss
     -<Phi, e> / (M rho^2), M = the unit's largest value on ``images`` (default: the bundled photos),
     rho = the layer's receptive-field size; C = 1, start from noise.
+
+    ``window``: run the network on the centre units' receptive field only, where that is checked to give
+    the full forward's values and gradients (:mod:`preimage.invert.window`); False: the whole input.
 
     When the unit never fires on the images, M falls back to the layer's largest value on them (the scale
     of its peers; 1 if the whole layer is silent); each result's ``M_source`` says which M was used."""
@@ -267,8 +271,13 @@ def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds
     check_layers(feats, layers)
     samples = unit_samples(m, cfg, layers, units, feats, seeds, 0 if x0 is None else x0.shape[0], trials)
     names = [f"unit{u}" for u in units]
-    run = run_batches(m, "maximize", cfg, samples, names, None, layers, seeds, device, batch_size, progress)
+    fast = (windowed(m.features, m.receptive_fields, layers, {k: v.shape[1:] for k, v in feats.items()},
+                     m.input_size, device, m.dtype) if window and m.input_size else None)
+    run = run_batches(m, "maximize", cfg, samples, names, None, layers, seeds, device, batch_size, progress,
+                      features=fast)
     unit_activations(samples, run.results)
+    for r in run.results:
+        r["input_window"] = list(fast.window) if fast is not None else None  # (y0, y1, x0, x1) the network saw
     return run
 
 

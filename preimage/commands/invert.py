@@ -32,6 +32,9 @@ def _common(f):
         click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]),
                      help="Run the network's forward in this precision (autocast; bfloat16/float16 pay on GPUs). "
                           "Default float32."),
+        click.option("--cuda-graphs", is_flag=True,
+                     help="Replay the network's forward and backward from CUDA graphs (one launch per step; pays for "
+                          "small batches on large GPUs). CUDA only; a model that cannot be captured runs without."),
         click.option("--batch-size", type=click.IntRange(min=1), help="Samples optimised together (default: all in one batch); "
                      "each batch's results are written when it ends."),
         click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="N",
@@ -112,8 +115,8 @@ def _finish(run, out, signum=None):
 @click.option("--images", "image_lists", multiple=True, type=click.Path(exists=True),
               help="A folder of images or a .txt list of paths (one a line), for runs over many images; repeatable.")
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
-def invert(model, layers, preset, seeds, iters, C, sets, precision, batch_size, checkpoint_every, size, device, out,
-           quiet, masks, image_lists, images):
+def invert(model, layers, preset, seeds, iters, C, sets, precision, cuda_graphs, batch_size, checkpoint_every, size,
+           device, out, quiet, masks, image_lists, images):
     """Reconstruct IMAGES from a layer's features (natural pre-images, Mahendran & Vedaldi 2016).
 
     Without IMAGES, the bundled sample photographs are used. All images x seeds x layers are optimised
@@ -135,7 +138,7 @@ def invert(model, layers, preset, seeds, iters, C, sets, precision, batch_size, 
     out = output_folder(out, "invert", model)
     run, signum = _run("invert", out, model, layers=list(layers), images=list(image_lists) + list(images) or None,
                        preset=preset, seeds=seeds, iters=iters, masks=list(masks), device=device,
-                       overrides=parse_sets(sets, C, precision), batch_size=batch_size, size=size,
+                       overrides=parse_sets(sets, C, precision, cuda_graphs), batch_size=batch_size, size=size,
                        progress=not quiet, checkpoint_every=checkpoint_every)
     _finish(run, out, signum)
 
@@ -147,8 +150,8 @@ def invert(model, layers, preset, seeds, iters, C, sets, precision, batch_size, 
 @click.option("--images", "images", multiple=True, type=click.Path(exists=True),
               help="Natural images giving the unit's typical maximum M (default: bundled samples); files, folders "
                    "or .txt lists.")
-def maximize(model, layers, preset, seeds, iters, C, sets, precision, batch_size, checkpoint_every, size, device,
-             out, quiet, units, images):
+def maximize(model, layers, preset, seeds, iters, C, sets, precision, cuda_graphs, batch_size, checkpoint_every, size,
+             device, out, quiet, units, images):
     """Synthesize images that excite a unit (activation maximization, Mahendran & Vedaldi 2016).
 
     Loss -<Phi(x), e_unit> / (M rho^2), M the unit's largest value on natural images, rho the layer's
@@ -164,7 +167,7 @@ def maximize(model, layers, preset, seeds, iters, C, sets, precision, batch_size
     out = output_folder(out, "maximize", model)
     run, signum = _run("maximize", out, model, layers=list(layers), units=list(units), images=list(images) or None,
                        preset=preset, seeds=seeds, iters=iters, device=device,
-                       overrides=parse_sets(sets, C, precision), batch_size=batch_size, size=size,
+                       overrides=parse_sets(sets, C, precision, cuda_graphs), batch_size=batch_size, size=size,
                        progress=not quiet, checkpoint_every=checkpoint_every)
     _finish(run, out, signum)
 
@@ -174,8 +177,8 @@ def maximize(model, layers, preset, seeds, iters, C, sets, precision, batch_size
 @click.option("--images", "image_lists", multiple=True, type=click.Path(exists=True),
               help="A folder of images or a .txt list of paths (one a line); repeatable.")
 @click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
-def caricature(model, layers, preset, seeds, iters, C, sets, precision, batch_size, checkpoint_every, size, device,
-               out, quiet, image_lists, images):
+def caricature(model, layers, preset, seeds, iters, C, sets, precision, cuda_graphs, batch_size, checkpoint_every,
+               size, device, out, quiet, image_lists, images):
     """Exaggerate what a layer sees in IMAGES (caricatures, Mahendran & Vedaldi 2016).
 
     Phi0 = max(0, Phi(x0)); loss -<Phi(x), Phi0> / ||Phi0||; starts from the image itself.
@@ -188,6 +191,6 @@ def caricature(model, layers, preset, seeds, iters, C, sets, precision, batch_si
     out = output_folder(out, "caricature", model)
     run, signum = _run("caricature", out, model, layers=list(layers), images=list(image_lists) + list(images) or None,
                        preset=preset, seeds=seeds, iters=iters, device=device,
-                       overrides=parse_sets(sets, C, precision), batch_size=batch_size, size=size,
+                       overrides=parse_sets(sets, C, precision, cuda_graphs), batch_size=batch_size, size=size,
                        progress=not quiet, checkpoint_every=checkpoint_every)
     _finish(run, out, signum)

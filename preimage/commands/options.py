@@ -90,9 +90,12 @@ def shape_callback(ctx, param, value):
     return None if value is None else parse_shape(value)
 
 
-def parse_sets(sets, C=None, precision=None):
-    """``--set KEY=VALUE`` ... (with ``--C`` and ``--precision``) -> {key: text} for the invert API."""
+def parse_sets(sets, C=None, precision=None, cuda_graphs=False):
+    """``--set KEY=VALUE`` ... (with ``--C``, ``--precision`` and ``--cuda-graphs``) -> {key: text} for the
+    invert API."""
     out = {} if precision is None else {"precision": precision}
+    if cuda_graphs:
+        out["cuda_graphs"] = "true"
     for s in sets:
         if "=" not in s:
             raise PreimageError(f"expected KEY=VALUE, got {s!r}", where="--set")

@@ -22,6 +22,7 @@ from . import engine, masks as mask_mod, presets
 from .model import check_layers, open_model
 from .report import write_report
 from .transforms import jitter_amount
+from .graphs import graphed
 from .window import windowed
 
 
@@ -131,10 +132,11 @@ def run_batches(m, kind, cfg, samples, names, x0, layers, seeds, device, batch_s
               layers=layers, seeds=seeds, device=str(device))
     t0 = time.perf_counter()
     chunks = _chunks(samples, batch_size)
+    features = graphed(features or m.features, device, cfg.cuda_graphs)
     for k, chunk in enumerate(chunks):
         desc = f"{kind} {k + 1}/{len(chunks)}" if len(chunks) > 1 else kind
         recipe = presets.recipe(chunk[0].cfg, chunk)
-        res, interrupted = engine.optimize(features or m.features, recipe, m.input_size, device=device, dtype=m.dtype,
+        res, interrupted = engine.optimize(features, recipe, m.input_size, device=device, dtype=m.dtype,
                                            progress=progress, desc=desc, precision=precision_of(chunk[0].cfg))
         for s, r in zip(chunk, res):
             r.update(s.info)
@@ -271,14 +273,27 @@ def maximize(model, layers, units, images=None, *, preset="mahendran2016", seeds
     check_layers(feats, layers)
     samples = unit_samples(m, cfg, layers, units, feats, seeds, 0 if x0 is None else x0.shape[0], trials)
     names = [f"unit{u}" for u in units]
-    fast = (windowed(m.features, m.receptive_fields, layers, {k: v.shape[1:] for k, v in feats.items()},
-                     m.input_size, device, m.dtype) if window and m.input_size else None)
+    fast = unit_features(m, layers, feats, device) if window else None
     run = run_batches(m, "maximize", cfg, samples, names, None, layers, seeds, device, batch_size, progress,
                       features=fast)
     unit_activations(samples, run.results)
     for r in run.results:
-        r["input_window"] = list(fast.window) if fast is not None else None  # (y0, y1, x0, x1) the network saw
+        r["input_window"] = input_window(fast)
     return run
+
+
+def unit_features(m, layers, feats, device):
+    """The features on the centre units' receptive field (:func:`preimage.invert.window.windowed`), or
+    None where the whole input is needed; ``feats``: the layers' features (for their shapes)."""
+    if not m.input_size:
+        return None
+    return windowed(m.features, m.receptive_fields, layers, {k: v.shape[1:] for k, v in feats.items()},
+                    m.input_size, device, m.dtype)
+
+
+def input_window(fast):
+    """A result's ``input_window``: (y0, y1, x0, x1) of the input the network saw, or None (all of it)."""
+    return list(fast.window) if fast is not None else None
 
 
 def unit_samples(m, cfg, layers, units, feats, seeds, n_images, trials=None):

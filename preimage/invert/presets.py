@@ -56,6 +56,7 @@ class Config:
     transforms: List[str] = field(default_factory=list)   # beyond jitter: "scale", "rotate"
     term_params: Dict[str, Dict[str, float]] = field(default_factory=dict)  # --set TERM.PARAM=VALUE
     precision: str = "float32"              # the network forward: float32, bfloat16 or float16 (autocast)
+    cuda_graphs: bool = False               # replay the network's forward and backward from CUDA graphs
 
     def term(self, name):
         """The parameters of prior ``name``: its defaults, the preset's constants, then --set TERM.PARAM."""
@@ -237,7 +238,7 @@ def coerce(cfg, key, text):
 OBJECTIVE_TERMS = {"l2": "feature_l2", "l2_distance": "l2_distance", "inner": "inner_product"}
 # Settings that shape the computation; samples of one batch must agree on them (scalars may differ).
 STRUCTURAL = ("objective", "optimizer", "hooks", "iters", "fine_iters", "fine_scale", "jitter", "init",
-              "grad_scale", "transforms", "precision")
+              "grad_scale", "transforms", "precision", "cuda_graphs")
 
 
 def _check_structure(cfgs):

@@ -25,6 +25,7 @@ from ..device import resolve_device
 from ..distributed import Distributed
 from ..preprocess import IMAGE_SUFFIXES, save_image
 from . import api, engine, presets
+from .graphs import graphed
 from .model import check_layers
 from .report import result_png
 
@@ -122,6 +123,7 @@ class Plan:
     feats: Optional[dict] = None
     everyone: List = None
     mine: List[str] = None    # this rank's image names, in the order of ``feats``
+    features: object = None   # what the steps run (maximize: on the units' receptive field); None: m.features
 
 
 def _plan_images(kind, model, layers, paths, folder, ranks, device, opts):
@@ -159,6 +161,7 @@ def _plan_units(model, layers, units, paths, folder, ranks, device, opts):
     names = [f"unit{u}" for u in units]
     plan = Plan(m, cfg, samples, [k for k, _ in ids], [f for _, f in ids], names, None, layers, seeds)
     plan.everyone = _everyone(folder, samples, names, lambda n: source)
+    plan.features = api.unit_features(m, layers, feats, device) if samples else None
     return plan
 
 
@@ -180,13 +183,14 @@ def _optimise(plan, folder, kind, device, opts, ranks):
     todo = [k for k in range(len(plan.samples)) if folder.load(plan.keys[k], plan.prints[k]) is None]
     bs = opts["batch_size"] or max(1, len(todo))
     interrupted = False
+    features = graphed(plan.features or plan.m.features, device, plan.cfg.cuda_graphs)
     for start in range(0, len(todo), bs):
         idx = todo[start:start + bs]
         chunk = [plan.samples[k] for k in idx]
         ck = folder.checkpoint([plan.prints[k] for k in idx], opts["checkpoint_every"])
         recipe = presets.recipe(chunk[0].cfg, chunk)
         desc = f"{kind} [rank {ranks.rank}]" if ranks.world > 1 else kind
-        res, interrupted = engine.optimize(plan.m.features, recipe, plan.m.input_size, device=device,
+        res, interrupted = engine.optimize(features, recipe, plan.m.input_size, device=device,
                                            dtype=plan.m.dtype, progress=opts["progress"] and ranks.main,
                                            desc=desc, precision=api.precision_of(chunk[0].cfg), checkpoint=ck)
         finish = plan.m.preprocess.to_uint8(torch.stack([r["x"] for r in res]))
@@ -195,6 +199,7 @@ def _optimise(plan, folder, kind, device, opts, ranks):
             r.update(layer=s.layer, seed=s.seed, C=s.C, T=s.T if s.cfg.jitter else 1)
             if kind == "maximize":
                 api.unit_activations([s], [r])
+                r["input_window"] = api.input_window(plan.features)
             elif kind == "caricature":
                 api.caricature_gain(plan.m, SimpleNamespace(results=[r]), plan.feats, plan.mine)
             # interrupted: the state so far, for the report; the checkpoint is what a re-run resumes from

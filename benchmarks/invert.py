@@ -6,16 +6,17 @@ regularizers + jitter for one image. The naive baseline is the usual script: one
 module whose parameters require grad (so backward also computes weight gradients), loss.backward().
 
 FLOP floor: 2 x the forward FLOPs up to the layer per image-step (forward, and backward to the input
-only; ~2.9 GFLOP to fc8) at the float32 dense rate this script measures on the same device and threads,
-in the same run: the larger of a 2048 x 2048 GEMM and a direct convolution (AlexNet's conv1; on AMD CPUs
-MKL's GEMM reaches only about half of oneDNN's convolutions), the best of several timings taken before,
-between and after the runs it judges, so that load from other processes makes the floor stricter, not
-looser. ``ratio_gemm_only`` is the ratio against the GEMM rate alone. ratio = measured time per
-image-step / floor time (1.0 = at the floor; target at batch 8: <= 1.6 on CPU). The figure against a
-fixed assumed rate (--gflops, default 155) is printed beside it and kept in the JSON as
-``ratio_assumed_rate``. The step rate is the best of --repeats timings. On CPU the same ratio in process
-time (GEMM and steps timed by ``time.process_time``) is printed and kept as ``ratio_cpu_time``: on a
-machine shared with other work it is the steadier figure.
+only; ~2.9 GFLOP to fc8) at the float32 GEMM rate this script measures on the same device and threads,
+in the same run (a 2048 x 2048 matrix product, the best of several timings taken before, between and
+after the runs it judges, so that load from other processes makes the floor stricter, not looser).
+ratio = measured time per image-step / floor time (1.0 = at the floor; target at batch 8: <= 1.6 on
+CPU). That is the issue's definition. A stricter figure is kept beside it as ``ratio_best_dense_rate``:
+the floor at the larger of the GEMM rate and a direct convolution's (AlexNet's conv1; on AMD CPUs MKL's
+GEMM reaches only about half of oneDNN's convolutions, so against that rate the network's convolutions
+have less room). The figure against a fixed assumed rate (--gflops, default 155) is kept as
+``ratio_assumed_rate``. The step rate is the best of --repeats timings. On CPU the GEMM-floor ratio in
+process time (GEMM and steps timed by ``time.process_time``) is kept as ``ratio_cpu_time``: on a machine
+shared with other work it is the steadier figure.
 
     python benchmarks/invert.py                    # CPU, fc8 and conv3, batch 1 and 8
     python benchmarks/invert.py --device cuda --batches 8 32
@@ -188,28 +189,29 @@ def main():
         for b in args.batches:
             rows.append((layer, b, gf, naive) + engine_rate(fx, layer, b, args.steps, device, args.repeats))
             probes.append(dense_gflops(device))
-    gemm_only = max(p["gemm"] for p in probes)
-    measured = max(max(p.values()) for p in probes)
-    cpu_gemm = max(dense_gflops(device, clock=time.process_time).values()) if torch.device(device).type == "cpu" else None
+    gemm = max(p["gemm"] for p in probes)
+    best = max(max(p.values()) for p in probes)
+    cpu_gemm = dense_gflops(device, clock=time.process_time)["gemm"] if torch.device(device).type == "cpu" else None
     seen = ", ".join("%.0f/%.0f" % (p["gemm"], p["conv"]) for p in probes)
-    print(f"dense rates measured during the run (GEMM/conv): {seen} GFLOP/s; floor at {measured:.0f}")
+    print(f"dense rates measured during the run (GEMM/conv): {seen} GFLOP/s; floor at the GEMM rate {gemm:.0f}, "
+          f"the stricter column at {best:.0f}")
     print(f"{'layer':6} {'batch':>5} {'img-steps/s':>12} {'naive':>8} {'speed-up':>8} {'floor':>8} {'x floor':>8}"
-          f" {'x assumed':>9}")
+          f" {'x strict':>8} {'x assumed':>9}")
     last = None
     if cpu_gemm:
         print(f"CPU-time figures (process time, less sensitive to other processes; with 1 thread it is what an idle "
-              f"machine would show): dense rate {cpu_gemm:.0f} GFLOP/s; x floor: "
+              f"machine would show): GEMM rate {cpu_gemm:.0f} GFLOP/s; x floor: "
               + ", ".join(f"{r[0]} batch {r[1]}: {cpu_gemm / r[2] / r[5]:.2f}" for r in rows))
     for layer, b, gf, naive, rate, cpu_rate in rows:
-        floor, assumed = measured / gf, args.gflops / gf
+        floor, strict, assumed = gemm / gf, best / gf, args.gflops / gf
         print(f"{layer:6} {b:5d} {rate:12.2f} {naive:8.2f} {rate / naive:8.2f} {floor:8.2f} {floor / rate:8.2f}"
-              f" {assumed / rate:9.2f}   ({gf:.2f} GFLOP per image-step)", flush=True)
+              f" {strict / rate:8.2f} {assumed / rate:9.2f}   ({gf:.2f} GFLOP per image-step)", flush=True)
         if layer == args.layers[0]:
             last = {"name": f"invert_alexnet_{layer}_batch{b}_{device}", "value": round(rate, 3),
                     "unit": "image-steps/s", "baseline": round(naive, 3), "ratio": round(floor / rate, 3),
-                    "target": 1.6, "floor_gflops": round(measured, 1), "ratio_gemm_only": round(gemm_only / gf / rate, 3),
-                    "gemm_gflops": round(gemm_only, 1), "ratio_assumed_rate": round(assumed / rate, 3),
-                    "assumed_gflops": args.gflops,
+                    "target": 1.6, "gemm_gflops": round(gemm, 1),
+                    "ratio_best_dense_rate": round(strict / rate, 3), "best_dense_gflops": round(best, 1),
+                    "ratio_assumed_rate": round(assumed / rate, 3), "assumed_gflops": args.gflops,
                     "ratio_cpu_time": round(cpu_gemm / gf / cpu_rate, 3) if cpu_gemm else None}
     if args.corpus:
         corpus_table(device)

@@ -24,6 +24,7 @@ from .base import REPRESENTATIONS, Representation, field
 from .cells import CellPool, cell_field
 
 TRUNCATE = 0.2
+ONE = torch.tensor(1.0)
 
 
 class HOG(Representation):
@@ -80,7 +81,7 @@ class HOG(Representation):
         frac = t - j
         k2 = 2 * self.k
         best = torch.remainder(j + k2, k2)
-        second = torch.remainder(best + torch.where(frac < 0, -1.0, 1.0), k2)
+        second = torch.remainder(best + torch.copysign(ONE, frac + 0.0), k2)  # the side of the angle (+ at 0)
         best, second = best.long(), second.long()
         near = (frac.abs() - 0.5).abs() < 1e-3
         if bool(near.any()):
@@ -195,12 +196,13 @@ class _PixelGradients(torch.autograd.Function):
         gx = x[:, :, 1:-1, 2:] - x[:, :, 1:-1, :-2]
         gy = x[:, :, 2:, 1:-1] - x[:, :, :-2, 1:-1]
         g2 = gx * gx + gy * gy
-        bx, by, b2 = gx[:, 0], gy[:, 0], g2[:, 0]
-        pick = torch.zeros_like(b2, dtype=torch.uint8)
-        for c in range(1, x.shape[1]):
-            take = g2[:, c] > b2
-            bx, by, b2 = torch.where(take, gx[:, c], bx), torch.where(take, gy[:, c], by), torch.where(take, g2[:, c], b2)
-            pick = torch.where(take, c, pick)
+        if x.shape[1] == 1:
+            pick = torch.zeros_like(g2[:, 0], dtype=torch.long)
+            bx, by, b2 = gx[:, 0], gy[:, 0], g2[:, 0]
+        else:  # max's index is the first maximum, as VLFeat's running strict > keeps the first on a tie
+            b2, pick = g2.max(1)
+            at = pick[:, None]
+            bx, by = gx.gather(1, at)[:, 0], gy.gather(1, at)[:, 0]
         ctx.save_for_backward(bx, by, pick)
         ctx.channels = x.shape[1]
         return bx, by, b2
@@ -215,16 +217,16 @@ class _PixelGradients(torch.autograd.Function):
             dgx = dgx + 2 * bx * dg2
             dgy = dgy + 2 * by * dg2
         dx = torch.zeros(n, ctx.channels, h + 2, w + 2, dtype=bx.dtype, device=bx.device)
-        for c in range(ctx.channels):
-            if ctx.channels > 1:
-                m = (pick == c).to(bx.dtype)
-                ex, ey = dgx * m, dgy * m
-            else:
-                ex, ey = dgx, dgy
-            dx[:, c, 1:-1, 2:] += ex
-            dx[:, c, 1:-1, :-2] -= ex
-            dx[:, c, 2:, 1:-1] += ey
-            dx[:, c, :-2, 1:-1] -= ey
+        if ctx.channels > 1:  # each pixel's gradient goes to the channel it was picked from
+            at = pick[:, None]
+            ex = torch.zeros(n, ctx.channels, h, w, dtype=bx.dtype, device=bx.device).scatter_(1, at, dgx[:, None])
+            ey = torch.zeros_like(ex).scatter_(1, at, dgy[:, None])
+        else:
+            ex, ey = dgx[:, None], dgy[:, None]
+        dx[:, :, 1:-1, 2:] += ex
+        dx[:, :, 1:-1, :-2] -= ex
+        dx[:, :, 2:, 1:-1] += ey
+        dx[:, :, :-2, 1:-1] -= ey
         return dx
 
 

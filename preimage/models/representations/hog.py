@@ -199,8 +199,12 @@ class _PixelGradients(torch.autograd.Function):
         if x.shape[1] == 1:
             pick = torch.zeros_like(g2[:, 0], dtype=torch.long)
             bx, by, b2 = gx[:, 0], gy[:, 0], g2[:, 0]
-        else:  # max's index is the first maximum, as VLFeat's running strict > keeps the first on a tie
-            b2, pick = g2.max(1)
+        else:  # VLFeat's running strict >: the first channel wins a tie (torch's max over dim 1 is 2.5x slower)
+            b2, pick = g2[:, 0], torch.zeros_like(g2[:, 0], dtype=torch.uint8)
+            for c in range(1, x.shape[1]):
+                pick = torch.where(g2[:, c] > b2, c, pick)
+                b2 = torch.maximum(b2, g2[:, c])
+            pick = pick.long()
             at = pick[:, None]
             bx, by = gx.gather(1, at)[:, 0], gy.gather(1, at)[:, 0]
         ctx.save_for_backward(bx, by, pick)

@@ -332,6 +332,3 @@ def deepsim(feature_shape, image_shape, encoder=None, width=1.0, **kw):
     dwidths = kw.pop("disc_widths", [max(1, round(c * width)) for c in (32, 64, 128, 256, 256, 256)])
     gen = DeePSiMGenerator(math.prod(feature_shape), image_shape[1:], fcs=fcs, start=start, ups=ups, **kw)
     return DeePSiM(gen, DeePSiMDiscriminator(image_shape[0], dwidths))
-
-
-from . import shallow_architectures  # noqa: E402,F401  (registers hog_twostream, sift_twostream, lbp_twostream)

@@ -130,6 +130,17 @@ def test_train_defaults_to_the_representations_decoder(tmp_path, spec, arch):
     assert ck["arch"] == arch
 
 
+def test_a_recorded_spec_is_the_encoder_without_model(tmp_path):
+    """mirror / deepsim find the encoder the store recorded; a spec needs no file and no sha256."""
+    from preimage.decoders.train import store_encoder
+
+    class Store:
+        index = {"model": "hog:cell=4", "model_sha256": None}
+        path = str(tmp_path)
+
+    assert store_encoder(Store(), "deepsim") == "hog:cell=4"
+
+
 def test_other_stores_keep_the_training_default(tmp_path):
     from preimage.decoders.shallow_architectures import default_arch
 

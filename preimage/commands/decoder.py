@@ -88,7 +88,9 @@ def extract(model, layer, images, output, size, batch, shard_size, split, seed, 
 @click.argument("features", type=click.Path(exists=True, file_okay=False))
 @click.option("--arch", "-a", default=None,
               help="alexnet_fc8 (default), alexnet_conv5, mirror (needs the encoder: --model, or the one the store "
-                   "was extracted from), deepsim (the encoder, and --feature-layer).")
+                   "was extracted from), deepsim (the encoder, and --feature-layer); for HOG, dense SIFT and LBP maps "
+                   "hog_twostream, sift_twostream, lbp_twostream (the default for a store extracted with -m hog, "
+                   "hogb, dsift or lbp).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoint.pt, metrics.jsonl, samples/, tb/. An existing run there is resumed.")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Global batch (split over torchrun processes).  [default: 64]")
@@ -121,6 +123,7 @@ def train(features, arch, output, batch, iters, lr, lr_steps, lr_gamma, width, l
     Examples:
       preimage decoder train feats/ --arch alexnet_fc8 --iters 100000 -o runs/fc8
       preimage decoder train feats/ --arch mirror --model posenet.onnx --iters 140000 --lr-steps 80000,120000 -o runs/pose
+      preimage decoder extract -m hog -l hog -i photos/ -o hogfeats/ && preimage decoder train hogfeats/ -o runs/hog
       torchrun --nproc_per_node 4 --no-python preimage decoder train feats/ --arch alexnet_conv5 -o runs/c5
     """
     from ..decoders.train import train_decoder  # deferred: torch; --help stays fast

@@ -14,6 +14,7 @@ model's FeatureExtractor, or your own torch module).
 """
 from .apply import apply_decoder, load_decoder
 from .architectures import ARCHITECTURES, build_decoder, encoder_geometry
+from . import shallow_architectures  # noqa: F401  (registers hog_twostream, sift_twostream, lbp_twostream)
 from .checkpoint import Decoder
 from .dataset import BatchStream, FeatureStore, TargetTransform
 from .experiments import EXPERIMENTS, FeatureStats, run_experiment

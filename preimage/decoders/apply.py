@@ -130,8 +130,11 @@ def apply_decoder(decoder, images, output_dir, *, model=None, layer=None, experi
 
 
 def _at_hand(model):
-    """A callable, or a model file that exists (a recorded path may be gone: then no feature error)."""
-    return model is not None and (not isinstance(model, (str, os.PathLike)) or os.path.isfile(model))
+    """A callable, a representation spec, or a model file that exists (a recorded path may be gone: then no
+    feature error)."""
+    from ..models.representations import is_spec  # deferred: only for paths and specs
+
+    return model is not None and (not isinstance(model, (str, os.PathLike)) or os.path.isfile(model) or is_spec(model))
 
 
 def _model_name(model):

@@ -270,7 +270,7 @@ def _write_index(output, model, layer, size, shard_size, feature_dtype, pre, n_s
         pre_meta["mean_file"] = os.path.join(pre.base_dir, pre_meta["mean_file"])  # the store must not depend on the cwd
     is_file = isinstance(model, (str, os.PathLike)) and os.path.isfile(model)
     index = {
-        "format": FORMAT, "model": os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else None,
+        "format": FORMAT, "model": recorded_model(model),
         "model_sha256": sha256_file(model) if is_file else None,  # train finds the encoder by it (mirror, deepsim)
         "layer": layer, "feature_shape": list(shapes.pop()), "feature_dtype": feature_dtype,
         "image_shape": [3, *size], "preprocess": pre_meta, "shard_size": shard_size, "count": n,
@@ -278,6 +278,16 @@ def _write_index(output, model, layer, size, shard_size, feature_dtype, pre, n_s
     }
     write_text_atomic(os.path.join(output, "index.json"), json.dumps(index, indent=1))
     return index
+
+
+def recorded_model(model):
+    """What the store records as its model: a file's absolute path, a representation spec as given
+    (``hog:cell=8``: no file, rebuilt from the spec), None for a callable."""
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    from ..models.representations import is_spec  # deferred: only for paths and specs
+
+    return os.fspath(model).strip() if is_spec(model) else os.path.abspath(model)
 
 
 def write_store(output, features, images, *, layer="features", preprocess=None, paths=None, shard_size=1024,

@@ -24,9 +24,11 @@ import torch
 from ..device import resolve_device
 from ..errors import PreimageError
 from ..fileio import sha256_file
+from ..models.representations import is_spec
 from . import extract
 from .architectures import build_decoder, encoder_geometry, stages_to_json
 from .checkpoint import load_checkpoint
+from .shallow_architectures import default_arch
 from .dataset import FeatureStore, store_id
 from ..distributed import Distributed
 from .steps import GANStep, ReconstructionStep, balance, euclidean_loss
@@ -53,6 +55,8 @@ def train_decoder(store, run_dir, arch=None, *, encoder=None, device="auto", sto
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     with Distributed(resolve_device(device)) as dist:
         ckpt = load_checkpoint(ckpt_path) if os.path.isfile(ckpt_path) else None
+        if ckpt is None and arch is None:  # a representation's store: its two-stream decoder
+            arch = default_arch(store.index.get("model"), store.feature_shape)
         cfg = resume_config(ckpt, options, arch, run_dir) if ckpt is not None else new_config(options, arch)
         if ckpt is not None and not other_store:
             check_same_store(ckpt, store, run_dir)
@@ -124,6 +128,8 @@ def store_encoder(store, arch):
     path = store.index.get("model")
     if not path:
         return None
+    if is_spec(path):  # a representation (hog, dsift, ...): rebuilt from its spec
+        return path
     if not os.path.isfile(path):
         raise PreimageError(f"{arch} needs the encoder: the store was extracted from {path}, which is no longer there "
                             "(moved or deleted); pass the model with --model", path=store.path)

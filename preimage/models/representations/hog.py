@@ -189,31 +189,34 @@ class HOG(Representation):
 
 class _PixelGradients(torch.autograd.Function):
     """Central differences and the per-pixel channel choice, with a written backward (one buffer instead
-    of autograd's full-size zero tensor per slice and per choice)."""
+    of autograd's full-size zero tensor per slice and per choice).
+
+    The choice is VLFeat's running strict > (the first channel wins a tie), kept as 0/1 float masks: the
+    chosen values are sums of the channels times their masks (exact, as x * 1 + y * 0 = x), and the
+    backward routes each pixel's gradient by the same masks. On the CPU this is twice as fast as an index
+    (torch.where, max's indices and int64 conversions are many times slower than float arithmetic here)."""
 
     @staticmethod
     def forward(ctx, x):
         gx = x[:, :, 1:-1, 2:] - x[:, :, 1:-1, :-2]
         gy = x[:, :, 2:, 1:-1] - x[:, :, :-2, 1:-1]
         g2 = gx * gx + gy * gy
-        if x.shape[1] == 1:
-            pick = torch.zeros_like(g2[:, 0], dtype=torch.long)
-            bx, by, b2 = gx[:, 0], gy[:, 0], g2[:, 0]
-        else:  # VLFeat's running strict >: the first channel wins a tie (torch's max over dim 1 is 2.5x slower)
-            b2, pick = g2[:, 0], torch.zeros_like(g2[:, 0], dtype=torch.uint8)
-            for c in range(1, x.shape[1]):
-                pick = torch.where(g2[:, c] > b2, c, pick)
-                b2 = torch.maximum(b2, g2[:, c])
-            pick = pick.long()
-            at = pick[:, None]
-            bx, by = gx.gather(1, at)[:, 0], gy.gather(1, at)[:, 0]
-        ctx.save_for_backward(bx, by, pick)
+        bx, by, b2 = gx[:, 0], gy[:, 0], g2[:, 0]
+        masks = [None]  # masks[c]: 1 where channel c is the chosen one (None: channel 0 while alone)
+        for c in range(1, x.shape[1]):
+            take = torch.clamp(torch.sign(g2[:, c] - b2), min=0)  # 1 where g2_c > the best so far, else 0
+            keep = 1 - take
+            masks = [keep if m is None else m * keep for m in masks] + [take]
+            bx = bx * keep + gx[:, c] * take
+            by = by * keep + gy[:, c] * take
+            b2 = torch.maximum(b2, g2[:, c])
+        ctx.save_for_backward(bx, by, *[m for m in masks if m is not None])
         ctx.channels = x.shape[1]
         return bx, by, b2
 
     @staticmethod
     def backward(ctx, dgx, dgy, dg2):
-        bx, by, pick = ctx.saved_tensors
+        bx, by, *masks = ctx.saved_tensors
         n, h, w = bx.shape
         dgx = torch.zeros_like(bx) if dgx is None else dgx
         dgy = torch.zeros_like(by) if dgy is None else dgy
@@ -221,16 +224,12 @@ class _PixelGradients(torch.autograd.Function):
             dgx = dgx + 2 * bx * dg2
             dgy = dgy + 2 * by * dg2
         dx = torch.zeros(n, ctx.channels, h + 2, w + 2, dtype=bx.dtype, device=bx.device)
-        if ctx.channels > 1:  # each pixel's gradient goes to the channel it was picked from
-            at = pick[:, None]
-            ex = torch.zeros(n, ctx.channels, h, w, dtype=bx.dtype, device=bx.device).scatter_(1, at, dgx[:, None])
-            ey = torch.zeros_like(ex).scatter_(1, at, dgy[:, None])
-        else:
-            ex, ey = dgx[:, None], dgy[:, None]
-        dx[:, :, 1:-1, 2:] += ex
-        dx[:, :, 1:-1, :-2] -= ex
-        dx[:, :, 2:, 1:-1] += ey
-        dx[:, :, :-2, 1:-1] -= ey
+        for c in range(ctx.channels):
+            ex, ey = (dgx * masks[c], dgy * masks[c]) if ctx.channels > 1 else (dgx, dgy)
+            dx[:, c, 1:-1, 2:] += ex
+            dx[:, c, 1:-1, :-2] -= ex
+            dx[:, c, 2:, 1:-1] += ey
+            dx[:, c, :-2, 1:-1] -= ey
         return dx
 
 

@@ -51,16 +51,19 @@ class CellPool:
         self.dense = t(dy, dtype)
 
     def __call__(self, pairs, nbins):
-        """pairs: [(values N x h x w, bins N x h x w int64)] -> N x nbins x ny x nx."""
+        """pairs: [(values N x h x w, bins N x h x w int32 or int64)] -> N x nbins x ny x nx."""
         v0 = pairs[0][0]
         n, stride = v0.shape[0], self.nx + 2
         out = torch.zeros(n * nbins * self.h * stride, dtype=v0.dtype, device=v0.device)
-        rows = torch.arange(self.h, device=v0.device).view(1, -1, 1)
-        first = (torch.arange(n, device=v0.device) * nbins).view(-1, 1, 1)
+        # int32 index arithmetic where the positions fit (3-4x faster than int64 on the CPU)
+        it = torch.int32 if out.numel() < 2 ** 31 else torch.int64
+        rows = torch.arange(self.h, device=v0.device, dtype=it).view(1, -1, 1)
+        first = (torch.arange(n, device=v0.device, dtype=it) * nbins).view(-1, 1, 1)
+        left, right = self.left.to(it), self.right.to(it)
         for values, bins in pairs:
-            base = ((first + bins) * self.h + rows) * stride
-            out.index_add_(0, (base + self.left).reshape(-1), (values * self.wl).reshape(-1))
-            out.index_add_(0, (base + self.right).reshape(-1), (values * self.wr).reshape(-1))
+            base = ((first + bins.to(it)) * self.h + rows) * stride
+            out.index_add_(0, (base + left).reshape(-1), (values * self.wl).reshape(-1))
+            out.index_add_(0, (base + right).reshape(-1), (values * self.wr).reshape(-1))
         rows_x = out.view(n, nbins, self.h, stride)[..., 1:self.nx + 1]
         return torch.matmul(self.dense, rows_x)
 

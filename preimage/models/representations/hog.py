@@ -82,11 +82,11 @@ class HOG(Representation):
         k2 = 2 * self.k
         best = torch.remainder(j + k2, k2)
         second = torch.remainder(best + torch.copysign(ONE, frac + 0.0), k2)  # the side of the angle (+ at 0)
-        best, second = best.long(), second.long()
+        best, second = best.to(torch.int32), second.to(torch.int32)  # (int64 is ~10x slower here)
         near = (frac.abs() - 0.5).abs() < 1e-3
         if bool(near.any()):
             b, sc, _ = self.exact_choice(gx[near], gy[near], ox, oy)
-            best[near], second[near] = b, sc
+            best[near], second[near] = b.to(torch.int32), sc.to(torch.int32)
         return best, second
 
     def exact_choice(self, ux, uy, ox, oy):
@@ -176,7 +176,7 @@ class HOG(Representation):
         if "orientations" in wanted:
             o = torch.zeros(n, 2 * self.k, h - 2, w - 2, dtype=x.dtype, device=x.device)
             for v, b in pairs:
-                o = o.scatter_add(1, b[:, None], v[:, None])
+                o = o.scatter_add(1, b[:, None].long(), v[:, None])
             out["orientations"] = torch.nn.functional.pad(o, (1, 1, 1, 1))
         if not wanted & {"cells", "blocks", self.name}:
             return out

@@ -80,7 +80,7 @@ def summary(run):
 
 def metrics(run):
     keys = ["image", "layer", "seed", "normalized_error", "relative_loss", "iterations", "seconds", "batch_size",
-            "C", "T", "unit", "M", "M_source", "activation", "gain", "trial", "resumed_from"]
+            "C", "T", "unit", "M", "M_source", "activation", "gain", "trial", "resumed_from", "input_window"]
     results = []
     for r in run.results:
         d = {k: r[k] for k in keys if k in r}

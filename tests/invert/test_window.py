@@ -84,3 +84,18 @@ def test_a_window_that_does_not_reproduce_the_input_is_refused(alexnet):
     assert unit_window(wrong, ["relu3"], {"relu3": tuple(shapes["relu3"])}, (227, 227)) is not None
     assert windowed(m.features, wrong, ["relu3"], shapes, m.input_size, "cpu", torch.float32) is None
     assert windowed(m.features, m.receptive_fields, ["fc6"], shapes, m.input_size, "cpu", torch.float32) is None
+
+
+def test_the_command_line_maximizes_on_the_window(alexnet, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from preimage.cli import cli
+
+    out = tmp_path / "max"
+    res = CliRunner().invoke(cli, ["maximize", "-m", alexnet, "-l", "relu3", "-u", "2", "--iters", "2",
+                                   "--set", "fine_iters=0", "-q", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["results"][0]["input_window"] == [64, 163, 64, 163]

@@ -33,6 +33,18 @@ def atomic_path(path, suffix=None):
         raise
 
 
+def remove_stale_temporaries(path):
+    """Remove the temporaries :func:`atomic_path` left beside ``path`` when a writer was killed (kill -9
+    cannot run its cleanup). Call it only where no other process may be writing ``path`` at the time."""
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    prefix = "." + name + "."
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.listdir(folder):
+            if entry.startswith(prefix) and entry.endswith(".part"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, entry))
+
+
 def write_bytes_atomic(path, data):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

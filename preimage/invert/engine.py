@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from tqdm.auto import tqdm
 
-from ..fileio import atomic_path
+from ..fileio import atomic_path, remove_stale_temporaries
 from .energy import State, Term, evaluate
 from .optimizers import HOOKS, OPTIMIZERS
 from .transforms import crop
@@ -213,8 +213,11 @@ class Checkpoint:
                 torch.save(state, tmp)
 
     def remove(self):
+        """Drop the checkpoint once its batch is done, with any temporary a killed writer left of it."""
         if self.path and os.path.isfile(self.path):
             os.remove(self.path)
+        if self.path:
+            remove_stale_temporaries(self.path)
 
 
 def optimize(features, recipe, size, device="cpu", dtype=torch.float32, progress=True, desc="invert",

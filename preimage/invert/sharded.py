@@ -19,7 +19,7 @@ from typing import List, Optional
 import torch
 
 from ..errors import PreimageError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, remove_stale_temporaries
 from ..models import samples as bundled
 from ..device import resolve_device
 from ..distributed import Distributed
@@ -100,6 +100,7 @@ class Folder:
             torch.save({"fingerprint": fingerprint, "result": result}, tmp)
         if not partial and os.path.exists(self.path(key, True)):
             os.remove(self.path(key, True))
+        remove_stale_temporaries(self.path(key, partial))  # a killed run's unfinished write of this result
 
     def checkpoint(self, fingerprints, every):
         h = hashlib.sha256("".join(fingerprints).encode()).hexdigest()[:20]

@@ -45,6 +45,15 @@ def _log_ok(values):
     return bool(v) and min(v) > 0
 
 
+def _label(ax, xlabel, ylabel, title=None, grid_axis="both"):
+    """Axis labels (with units), the title when given, and a light grid."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, axis=grid_axis, alpha=0.3)
+
+
 def lines(path, series, *, xlabel, ylabel, title=None, logy=False, logx=False, legend=True, alpha=1.0):
     """One line per entry of ``series`` ({label: (x, y)}); labels repeated across entries share a colour
     when given as (label, key) tuples."""
@@ -62,11 +71,7 @@ def lines(path, series, *, xlabel, ylabel, title=None, logy=False, logx=False, l
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
+    _label(ax, xlabel, ylabel, title)
     if legend and shown and len(shown) <= 12:
         ax.legend(fontsize=8)
     return save(fig, path)
@@ -88,11 +93,7 @@ def bars(path, labels, groups, *, ylabel, xlabel, title=None, errors=None):
         ax.bar(x + (k - (n - 1) / 2) * width, v, width, yerr=e, capsize=2, color=COLORS[k % len(COLORS)], label=str(name))
     ax.set_xticks(x)
     ax.set_xticklabels([str(l) for l in labels], rotation=45 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, axis="y", alpha=0.3)
+    _label(ax, xlabel, ylabel, title, grid_axis="y")
     if len(groups) > 1:
         ax.legend(fontsize=8)
     return save(fig, path)
@@ -115,11 +116,7 @@ def scatter(path, x, y, *, xlabel, ylabel, title=None, logx=False, logy=False, h
         ax.set_xscale("log")
     if logy and _log_ok([p[1] for p in pts]):
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
+    _label(ax, xlabel, ylabel, title)
     return save(fig, path)
 
 

@@ -64,3 +64,17 @@ def image_dir(tmp_path):
 def make_image():
     """procedural_image(rng, size=32) for tests that need their own image sets."""
     return procedural_image
+
+
+@pytest.fixture
+def four(encoder, make_image, tmp_path):
+    """A feature store of four procedural images (all in the training split)."""
+    from preimage.decoders.extract import extract_features
+
+    d = tmp_path / "four"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        save_image(d / f"{i}.png", make_image(rng))
+    extract_features(encoder, "fc", d, tmp_path / "f4", split=(1, 0, 0), progress=False)
+    return tmp_path / "f4"

@@ -26,17 +26,6 @@ def psnr(a, b):
     return 10 * np.log10(255.0 ** 2 / mse)
 
 
-@pytest.fixture
-def four(encoder, make_image, tmp_path):
-    d = tmp_path / "four"
-    d.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(4):
-        save_image(d / f"{i}.png", make_image(rng))
-    extract_features(encoder, "fc", d, tmp_path / "f4", split=(1, 0, 0), progress=False)
-    return tmp_path / "f4"
-
-
 def test_overfit_handful_of_images(four, encoder, tmp_path):
     run = tmp_path / "run"
     train_decoder(four, run, arch="alexnet_fc8", arch_options=SMALL_FC, batch=4, iters=400, lr=1e-3,

@@ -12,20 +12,9 @@ from preimage.decoders.extract import extract_features
 from preimage.decoders.train import read_metrics, train_decoder
 from preimage.decoders.trainer import Trainer
 from preimage.errors import PreimageError
-from preimage.preprocess import Preprocess, save_image
+from preimage.preprocess import Preprocess
 
 SMALL_FC = dict(fcs=[64], start=[8, 4, 4], ups=[8, 8, 3])
-
-
-@pytest.fixture
-def four(encoder, make_image, tmp_path):
-    d = tmp_path / "four"
-    d.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(4):
-        save_image(d / f"{i}.png", make_image(rng))
-    extract_features(encoder, "fc", d, tmp_path / "f4", split=(1, 0, 0), progress=False)
-    return tmp_path / "f4"
 
 
 def test_gan_strategy_resumes_exactly(four, encoder, tmp_path):

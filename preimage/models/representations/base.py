@@ -14,6 +14,8 @@ from ...device import resolve_device
 from ...errors import PreimageError
 from ...registry import Registry
 
+ONE = torch.tensor(1.0)  # the magnitude for copysign(ONE, x): +-1 by the sign of x, as arithmetic
+
 REPRESENTATIONS = Registry("representation")
 INPUT = "data"
 

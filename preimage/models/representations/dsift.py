@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import PreimageError
-from .base import REPRESENTATIONS, Representation, field, grey
+from .base import ONE, REPRESENTATIONS, Representation, field, grey
 from .dsift_autograd import BINS_T, FlatCells, Orientations, filter_cells
 
 EPS_F = float(np.finfo(np.float32).eps)  # VL_EPSILON_F
@@ -30,7 +30,6 @@ BINS_XY = 4
 
 
 C3, C1 = 0.1821, 0.9675
-ONE = torch.tensor(1.0)
 TWO_PI = float(np.float32(2 * math.pi))
 HALF_PI, QUARTER_PI = float(np.float32(math.pi / 2)), float(np.float32(math.pi / 4))  # 3 pi / 4 = their sum
 

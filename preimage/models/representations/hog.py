@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 from ...errors import PreimageError
-from .base import REPRESENTATIONS, Representation, field
+from .base import ONE, REPRESENTATIONS, Representation, field
 from .cells import CellPool, cell_field
 
 TRUNCATE = 0.2
-ONE = torch.tensor(1.0)
 
 
 class HOG(Representation):
